@@ -1,0 +1,12 @@
+"""polsess_hf: speech separation for realistic Polish recordings (PolSESS) as Hugging Face models.
+
+``import polsess_hf`` registers ConvTasNet, DPRNN, SepFormer and SPMamba with ``AutoConfig``/``AutoModel``.
+"""
+
+__version__ = "0.1.0"
+
+from . import losses  # noqa: E402
+from .models import *  # noqa: E402,F401,F403
+from .models import __all__ as _models_all  # noqa: E402
+
+__all__ = ["losses", "__version__", *_models_all]
