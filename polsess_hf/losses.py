@@ -63,7 +63,10 @@ def pairwise_si_sdr(estimates: torch.Tensor, targets: torch.Tensor, *, eps: floa
     if estimates.dim() != 3:
         raise ValueError(f"expected estimates of shape (batch, n_src, time), got {tuple(estimates.shape)}")
     _check_pair(estimates, targets)
-    return si_sdr(estimates.unsqueeze(2), targets.unsqueeze(1), eps=eps)  # [batch, n_src(est), n_src(tgt)]
+    batch_size, n_src, time = estimates.shape
+    pairs = (batch_size, n_src, n_src, time)
+    # [batch, n_src(est), 1, time] vs [batch, 1, n_src(tgt), time] → [batch, n_src(est), n_src(tgt)]
+    return si_sdr(estimates.unsqueeze(2).expand(pairs), targets.unsqueeze(1).expand(pairs), eps=eps)
 
 
 def pit_si_sdr(estimates: torch.Tensor, targets: torch.Tensor, *, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
