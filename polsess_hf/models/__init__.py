@@ -22,3 +22,7 @@ def _register(config_class: type, model_class: type) -> None:
 
 
 # Architectures register themselves here (kept in one block so merges stay trivial).
+from .convtasnet import ConvTasNetConfig, ConvTasNetModel; _register(ConvTasNetConfig, ConvTasNetModel)  # noqa: E402,E702
+from .dprnn import DPRNNConfig, DPRNNModel; _register(DPRNNConfig, DPRNNModel)  # noqa: E402,E702
+from .sepformer import SepFormerConfig, SepFormerModel; _register(SepFormerConfig, SepFormerModel)  # noqa: E402,E702
+from .spmamba import SPMambaConfig, SPMambaModel; _register(SPMambaConfig, SPMambaModel)  # noqa: E402,E702

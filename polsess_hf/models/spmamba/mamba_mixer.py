@@ -1,0 +1,636 @@
+"""Mamba (mamba_ssm 2.x ``modules.mamba_simple.Mamba``) in pure PyTorch, with three selective-scan backends.
+
+The parameters have mamba_ssm's names and shapes (``in_proj.weight``, ``conv1d.{weight,bias}``, ``x_proj.weight``,
+``dt_proj.{weight,bias}``, ``A_log``, ``D``, ``out_proj.weight``), so one checkpoint runs on every backend and the
+thesis checkpoints (built on mamba_ssm) load unchanged.
+
+The selective scan, per channel ``d`` and state ``n`` (Δ = softplus(δ + b_dt), A = −exp(A_log))::
+
+    s_t = exp(Δ_t·A) ⊙ s_{t−1} + Δ_t·u_t·B_t        (s_0 = 0)
+    y_t = ⟨s_t, C_t⟩ + D·u_t,   out_t = y_t·SiLU(z_t)
+
+Backends (``mamba_backend``):
+
+* ``"reference"`` — :func:`selective_scan_reference`, the recurrence written out one step at a time (autograd
+  through the loop). The executable specification; slow, and its autograd graph keeps every state.
+* ``"torch"`` — :func:`selective_scan_chunked`: the sequence is cut into chunks of ``chunk_size`` steps and the batch
+  into tiles, so no ``(batch, length, d_inner, d_state)`` tensor is ever materialised (mamba_ssm's own
+  ``selective_scan_ref`` builds two of them; for 60 s of audio one is 15.5 GB). Inside a chunk every element-wise
+  step (the decays, ``Δ·u·B``, the contraction with ``C``) is one vectorised operation over the whole chunk, and the
+  recurrence itself runs either
+
+  - *in parallel over time* (the chunked "SSD" form): with chunk-local cumulative decays ``c_t = A·Σ_{τ≤t} Δ_τ``,
+    ``s_t = e^{c_t}·(s_0 + Σ_{τ≤t} e^{−c_τ}·Δ_τ u_τ B_τ)``, the inner sum being one matrix product with a
+    lower-triangular matrix of ones. The exponentials are taken relative to the middle of the chunk's decay, and a
+    chunk is computed this way only when its total decay ``|A|·ΣΔ`` is small enough that neither factor can
+    overflow nor lose precision (see ``_PARALLEL_MAX_DECAY``); or
+  - *step by step* over the (already computed) decays, a single fused multiply-add per step — exact for any Δ,
+    and on CPU, where a step over a tile of 16 sequences is already a large vector operation, the cheaper form.
+
+  A custom autograd function keeps only the inputs and the state at each chunk boundary, and computes the
+  gradients chunk by chunk in reverse (the adjoint recurrence ``h_t = C_t·ḡ_t + e^{Δ_{t+1}A}·h_{t+1}``), so
+  training memory is O(length·d_inner) instead of O(length·d_inner·d_state). State, decays and gradients are fp32.
+* ``"auto"`` — mamba_ssm's CUDA ``selective_scan_fn`` when the tensors are on CUDA and ``mamba_ssm`` imports
+  (imported lazily, on first use on CUDA, never at package import; any failure falls back to ``"torch"`` with one
+  warning), otherwise ``"torch"``.
+
+Everything here works *token-major*: sequences are ``(batch_size, seq_len, channels)``, as the projections produce
+them; only the mamba_ssm kernel gets its ``(batch_size, channels, seq_len)`` layout.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "MambaRMSNorm",
+    "MambaMixer",
+    "MambaResidualBlock",
+    "BidirectionalMamba",
+    "selective_scan",
+    "selective_scan_reference",
+    "selective_scan_chunked",
+    "load_mamba_ssm_selective_scan",
+    "resolve_backend",
+]
+
+_LOG2_E = math.log2(math.e)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reference scan: the executable specification
+# ------------------------------------------------------------------------------------------------------------
+
+
+def selective_scan_reference(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The selective scan one time step at a time: mamba_ssm's own executable specification,
+    ``selective_scan_ref`` (fp32; ``exp(Δ·A)`` and ``Δ·u·B`` are built for the whole sequence, then the loop runs
+    over time), taking token-major arguments.
+
+    Args:
+        u, delta, z: ``(batch_size, seq_len, d_inner)``; ``delta`` is before ``delta_bias`` and the softplus.
+        A: ``(d_inner, d_state)`` (negative).
+        B, C: ``(batch_size, seq_len, d_state)``.
+        D, delta_bias: ``(d_inner,)``.
+
+    Returns:
+        ``(batch_size, seq_len, d_inner)`` float32.
+    """
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        u = u.float().transpose(1, 2)  # mamba_ssm's (batch, d_inner, seq_len)
+        delta = delta.float().transpose(1, 2)
+        if delta_bias is not None:
+            delta = delta + delta_bias[..., None].float()
+        delta = F.softplus(delta)
+        A = A.float()
+        B = B.float().transpose(1, 2)  # (batch, d_state, seq_len)
+        C = C.float().transpose(1, 2)
+        state = A.new_zeros((u.shape[0], A.shape[0], A.shape[1]))
+        delta_A = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
+        delta_B_u = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)
+        outputs = []
+        # unbind instead of indexing [:, :, t]: same values, but autograd then stacks the per-step gradients once
+        # instead of writing each into a zero tensor of the full (batch, d_inner, seq_len, d_state) size.
+        for decay, increment, c in zip(delta_A.unbind(2), delta_B_u.unbind(2), C.unbind(2)):
+            state = decay * state + increment
+            outputs.append(torch.einsum("bdn,bn->bd", state, c))
+        y = torch.stack(outputs, dim=2)
+        if D is not None:
+            y = y + u * D.float()[:, None]
+        if z is not None:
+            y = y * F.silu(z.float().transpose(1, 2))
+        return y.transpose(1, 2)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Chunked scan (the "torch" backend)
+# ------------------------------------------------------------------------------------------------------------
+
+# A chunk goes through the parallel form only if max_{d,n} |A|·ΣΔ over the chunk is at most this (natural-log
+# units). The factors e^{±(c − c_mid)} then stay within e^{±12}: no overflow for any finite input, and the rounding
+# of the exponents (≈ |c − c_mid|·2⁻²⁴ relative) stays below 1e-6. A chunk whose state forgets faster than that
+# goes step by step, which is exact for any Δ (a decay that underflows to 0 is a correct 0).
+_PARALLEL_MAX_DECAY = 24.0
+# On CPU the step-by-step form needs fewer passes over memory than the parallel form (per step one decay, one
+# multiply, one multiply-add, all on cache-resident buffers, against an exponent shift, a division and two
+# triangular products per chunk), so it is used whenever one step of a tile is a large enough vector operation
+# for Python's per-operation overhead not to matter; the parallel form takes over for few, long sequences.
+_PARALLEL_BELOW_STEP_ELEMENTS = 1 << 14
+# State elements per step of a batch tile on CPU: ~1 MB buffers, which stay in a core's L2 cache (measured
+# fastest of 2**15…2**19 on 2-core AMD EPYC, ~2× faster than tiles that spill to L3).
+_CPU_STEP_ELEMENTS = 1 << 18
+
+_SCAN_MODES = ("auto", "parallel", "stepwise")
+
+
+@dataclass(frozen=True)
+class _ScanPlan:
+    chunk_size: int  # steps per chunk (the backward pass restarts from the state entering each chunk)
+    batch_tile: int  # sequences processed together
+    mode: str  # "auto", "parallel" or "stepwise"
+
+
+def _scan_plan(batch_size, seq_len, d_inner, d_state, device, chunk_size, batch_tile, mode) -> _ScanPlan:
+    if mode not in _SCAN_MODES:
+        raise ValueError(f"`mode` must be one of {list(_SCAN_MODES)}, got mode={mode!r}")
+    on_cuda = device.type == "cuda"
+    if chunk_size is None:
+        chunk_size = 64 if on_cuda else 32
+    if batch_tile is None:
+        batch_tile = batch_size if on_cuda else max(1, _CPU_STEP_ELEMENTS // (d_inner * d_state))
+    return _ScanPlan(max(1, min(chunk_size, seq_len)), max(1, min(batch_tile, batch_size)), mode)
+
+
+class _Tile:
+    """One batch tile, time-major and contiguous: ``dt``, ``v`` ``(seq_len, tile, d_inner)``; ``B``, ``C``
+    ``(seq_len, tile, d_state)``. Time-major makes every step a contiguous slice."""
+
+    __slots__ = ("dt", "v", "B", "C")
+
+    def __init__(self, dt, v, B, C, rows: slice):
+        self.dt = dt[rows].transpose(0, 1).contiguous()
+        self.v = v[rows].transpose(0, 1).contiguous()
+        self.B = B[rows].transpose(0, 1).contiguous()
+        self.C = C[rows].transpose(0, 1).contiguous()
+
+
+class _TileGrads:
+    """Gradient buffers of one tile, time-major, shaped for ``matmul(out=…)``."""
+
+    __slots__ = ("dt", "v", "B", "C", "A")
+
+    def __init__(self, like: torch.Tensor, seq_len: int, tile: int, d_state: int, d_inner: int):
+        self.dt = like.new_empty(seq_len, tile, d_inner)
+        self.v = like.new_empty(seq_len, tile, 1, d_inner)
+        self.B = like.new_empty(seq_len, tile, d_state, 1)
+        self.C = like.new_empty(seq_len, tile, d_state, 1)
+        self.A = like.new_zeros(tile, d_state, d_inner)  # Σ_t ∂L/∂a_t·Δ_t, summed over the tile at the end
+
+
+def _is_parallel(plan: _ScanPlan, dt_chunk: torch.Tensor, a_max: torch.Tensor, step_elements: int, device) -> bool:
+    """Whether a chunk (``dt_chunk`` ``(n, tile, d_inner)``) runs in the parallel form."""
+    if plan.mode == "stepwise" or dt_chunk.shape[0] == 1:
+        return False
+    if plan.mode == "auto" and device.type != "cuda" and step_elements >= _PARALLEL_BELOW_STEP_ELEMENTS:
+        return False
+    return bool((dt_chunk.sum(dim=0) * a_max).amax() <= _PARALLEL_MAX_DECAY)
+
+
+def _forward_steps(tile: _Tile, steps: range, A2, state, y, states_out=None, decays_out=None) -> torch.Tensor:
+    """Advance ``state`` ``(tile, d_state, d_inner)`` over ``steps`` one step at a time; writes ``y[t]``
+    ``(tile, 1, d_inner)`` if ``y`` is given, and every state/decay if ``states_out``/``decays_out``
+    ``(n, tile, d_state, d_inner)`` are given. Returns the last state (``state`` itself may be reused as a buffer
+    when ``states_out`` is None)."""
+    decay = torch.empty_like(state) if decays_out is None else None
+    spare = torch.empty_like(state) if states_out is None else None
+    for index, t in enumerate(steps):
+        step_decay = decay if decays_out is None else decays_out[index]
+        torch.mul(tile.dt[t].unsqueeze(1), A2, out=step_decay).exp2_()  # exp2(Δ·A·log2 e) = exp(Δ·A); exp2 is cheaper
+        new_state = spare if states_out is None else states_out[index]
+        torch.mul(step_decay, state, out=new_state)
+        new_state.addcmul_(tile.B[t].unsqueeze(-1), tile.v[t].unsqueeze(1))  # + B_t ⊗ Δ_t·u_t
+        if y is not None:
+            torch.matmul(tile.C[t].unsqueeze(1), new_state, out=y[t])  # y_t = Σ_n C_t[n]·s_t[n, :]
+        if states_out is None:
+            spare, state = state, new_state
+        else:
+            state = new_state
+    return state
+
+
+def _triangular(n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.ones(n, n, dtype=like.dtype, device=like.device).tril_()
+
+
+def _parallel_terms(tile: _Tile, steps: slice, A2, state):
+    """The parallel form's ingredients for one chunk (``n`` steps):
+
+    * ``factors`` ``E_t = exp(A·(Λ_t − Λ_n/2))`` ``(n, tile, d_state, d_inner)``, ``Λ_t = Σ_{τ≤t} Δ_τ`` in the chunk;
+    * ``inv_initial`` ``1/E_0 = exp(A·Λ_n/2)`` ``(tile, d_state, d_inner)`` (``E_0`` is the factor before step 1);
+    * ``running`` ``Q_t = s_0/E_0 + Σ_{τ≤t} B_τ ⊗ Δ_τ u_τ / E_τ``, so that ``s_t = E_t·Q_t``.
+    """
+    cumulative = tile.dt[steps].cumsum(dim=0)
+    half = cumulative[-1] * 0.5
+    factors = torch.mul((cumulative - half).unsqueeze(2), A2).exp2_()
+    inv_initial = torch.mul(half.unsqueeze(1), A2).exp2_()
+    terms = torch.mul(tile.B[steps].unsqueeze(-1), tile.v[steps].unsqueeze(2)).div_(factors)
+    terms[0].addcmul_(state, inv_initial)
+    n = terms.shape[0]
+    # Σ_{τ≤t} over time: one (n × n) lower-triangular GEMM (cumsum along a leading axis is ~10× slower on CPU).
+    running = torch.matmul(_triangular(n, terms), terms.view(n, -1)).view_as(terms)
+    return running, factors, inv_initial
+
+
+def _forward_parallel(tile: _Tile, steps: slice, A2, state, y) -> torch.Tensor:
+    running, factors, _ = _parallel_terms(tile, steps, A2, state)
+    states = running.mul_(factors)
+    if y is not None:
+        torch.matmul(tile.C[steps].unsqueeze(2), states, out=y[steps])
+    return states[-1].clone()
+
+
+def _backward_steps(tile: _Tile, steps: range, A2, At, state, grad_y, carry, grads: _TileGrads) -> torch.Tensor:
+    """Reverse-time adjoint over one chunk, step by step. ``carry`` ``(tile, d_state, d_inner)`` is ∂L/∂s at the
+    chunk's last step coming from later steps; it is overwritten with ∂L/∂s entering the chunk and returned."""
+    n = len(steps)
+    states = state.new_empty((n, *state.shape))
+    decays = torch.empty_like(states)
+    _forward_steps(tile, steps, A2, state, None, states_out=states, decays_out=decays)
+    adjoint = torch.empty_like(state)
+    grad_decay = torch.empty_like(state)
+    for index in reversed(range(n)):
+        t = steps[index]
+        torch.addcmul(carry, tile.C[t].unsqueeze(-1), grad_y[t].unsqueeze(1), out=adjoint)  # h_t
+        torch.matmul(states[index], grad_y[t].unsqueeze(-1), out=grads.C[t])  # Σ_d ḡ_t·s_t
+        torch.matmul(tile.B[t].unsqueeze(1), adjoint, out=grads.v[t])  # Σ_n h_t·B_t
+        torch.matmul(adjoint, tile.v[t].unsqueeze(-1), out=grads.B[t])  # Σ_d h_t·v_t
+        torch.mul(decays[index], adjoint, out=carry)  # ∂L/∂s_{t−1} = e^{a_t}·h_t
+        previous = states[index - 1] if index > 0 else state
+        torch.mul(carry, previous, out=grad_decay)  # ∂L/∂a_t = h_t·e^{a_t}·s_{t−1}, a_t = Δ_t·A
+        grads.A.addcmul_(grad_decay, tile.dt[t].unsqueeze(1))
+        torch.sum(grad_decay.mul_(At), dim=1, out=grads.dt[t])
+    return carry
+
+
+def _backward_parallel(tile: _Tile, steps: slice, A2, At, state, grad_y, carry, grads: _TileGrads) -> torch.Tensor:
+    """Reverse-time adjoint over one chunk in the parallel form (see :func:`_parallel_terms`): with
+    ``H_t = h_t·E_t = Σ_{τ≥t} E_τ·(C_τ ⊗ ḡ_τ) + E_n·carry`` (an upper-triangular GEMM),
+    ``∂L/∂a_t = H_t·Q_{t−1}`` and ``∂L/∂s_0 = H_1/E_0`` — no further exponentials."""
+    running, factors, inv_initial = _parallel_terms(tile, steps, A2, state)
+    states = running * factors
+    n = factors.shape[0]
+    scaled = torch.mul(tile.C[steps].unsqueeze(-1), grad_y[steps].unsqueeze(2)).mul_(factors)
+    scaled[-1].addcmul_(carry, factors[-1])
+    scaled_adjoint = torch.matmul(_triangular(n, scaled).t(), scaled.view(n, -1)).view_as(scaled)
+    adjoint = scaled_adjoint / factors
+    carry.copy_(scaled_adjoint[0] * inv_initial)
+    grad_decay = scaled_adjoint
+    grad_decay[1:].mul_(running[:-1])
+    grad_decay[0].mul_(state * inv_initial)
+    torch.matmul(states, grad_y[steps].unsqueeze(-1), out=grads.C[steps])
+    torch.matmul(tile.B[steps].unsqueeze(2), adjoint, out=grads.v[steps])
+    torch.matmul(adjoint, tile.v[steps].unsqueeze(-1), out=grads.B[steps])
+    grads.A.add_((grad_decay * tile.dt[steps].unsqueeze(2)).sum(dim=0))
+    torch.sum(grad_decay.mul_(At), dim=2, out=grads.dt[steps])
+    return carry
+
+
+def _chunk_slices(seq_len: int, chunk_size: int) -> list[slice]:
+    return [slice(start, min(start + chunk_size, seq_len)) for start in range(0, seq_len, chunk_size)]
+
+
+def _scan_forward(dt, v, A, B, C, plan: _ScanPlan, keep_chunk_states: bool):
+    """Run the chunked scan on ``dt`` (Δ after softplus), ``v`` (Δ·u) ``(batch, seq_len, d_inner)``, A
+    ``(d_inner, d_state)``, B, C ``(batch, seq_len, d_state)``. Returns ``y`` ``(batch, seq_len, d_inner)`` and, if
+    asked, the state entering every chunk ``(batch, n_chunks, d_state, d_inner)`` (where backward restarts)."""
+    batch_size, seq_len, d_inner = dt.shape
+    d_state = A.shape[1]
+    A2 = (A.t() * _LOG2_E).contiguous()  # (d_state, d_inner), for exp2
+    a_max = A.abs().amax(dim=1)
+    chunks = _chunk_slices(seq_len, plan.chunk_size)
+    y = dt.new_empty(batch_size, seq_len, d_inner)
+    chunk_states = dt.new_empty(batch_size, len(chunks), d_state, d_inner) if keep_chunk_states else None
+    for row in range(0, batch_size, plan.batch_tile):
+        rows = slice(row, min(row + plan.batch_tile, batch_size))
+        tile = _Tile(dt, v, B, C, rows)
+        tile_size = rows.stop - rows.start
+        y_tile = dt.new_empty(seq_len, tile_size, 1, d_inner)
+        state = dt.new_zeros(tile_size, d_state, d_inner)
+        for index, steps in enumerate(chunks):
+            if keep_chunk_states:
+                chunk_states[rows, index] = state
+            if _is_parallel(plan, tile.dt[steps], a_max, state.numel(), dt.device):
+                state = _forward_parallel(tile, steps, A2, state, y_tile)
+            else:
+                state = _forward_steps(tile, range(steps.start, steps.stop), A2, state, y_tile)
+        y[rows] = y_tile.squeeze(2).transpose(0, 1)
+    return y, chunk_states
+
+
+class _ChunkedSelectiveScan(torch.autograd.Function):
+    """``y = scan(dt, v, A, B, C)`` without D, gate or softplus (those stay ordinary autograd ops).
+
+    dt (Δ after softplus), v (= Δ·u): ``(batch, seq_len, d_inner)``; A ``(d_inner, d_state)``; B, C
+    ``(batch, seq_len, d_state)``; all float32. Saves the inputs and the chunk-entry states only.
+    """
+
+    @staticmethod
+    def forward(ctx, dt, v, A, B, C, plan):
+        y, chunk_states = _scan_forward(dt, v, A, B, C, plan, keep_chunk_states=True)
+        ctx.save_for_backward(dt, v, A, B, C, chunk_states)
+        ctx.plan = plan
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        dt, v, A, B, C, chunk_states = ctx.saved_tensors
+        plan = ctx.plan
+        batch_size, seq_len, d_inner = dt.shape
+        d_state = A.shape[1]
+        A2 = (A.t() * _LOG2_E).contiguous()
+        At = A.t().contiguous()
+        a_max = A.abs().amax(dim=1)
+        chunks = _chunk_slices(seq_len, plan.chunk_size)
+        grad_y = grad_y.float()
+        grad_dt, grad_v = torch.empty_like(dt), torch.empty_like(v)
+        grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
+        grad_A = A.new_zeros(d_state, d_inner)
+        for row in range(0, batch_size, plan.batch_tile):
+            rows = slice(row, min(row + plan.batch_tile, batch_size))
+            tile = _Tile(dt, v, B, C, rows)
+            tile_size = rows.stop - rows.start
+            tile_grad_y = grad_y[rows].transpose(0, 1).contiguous()
+            grads = _TileGrads(dt, seq_len, tile_size, d_state, d_inner)
+            carry = dt.new_zeros(tile_size, d_state, d_inner)
+            for index in reversed(range(len(chunks))):
+                steps = chunks[index]
+                state = chunk_states[rows, index]
+                if _is_parallel(plan, tile.dt[steps], a_max, carry.numel(), dt.device):
+                    carry = _backward_parallel(tile, steps, A2, At, state, tile_grad_y, carry, grads)
+                else:
+                    steps_range = range(steps.start, steps.stop)
+                    carry = _backward_steps(tile, steps_range, A2, At, state, tile_grad_y, carry, grads)
+            grad_dt[rows] = grads.dt.transpose(0, 1)
+            grad_v[rows] = grads.v.squeeze(2).transpose(0, 1)
+            grad_B[rows] = grads.B.squeeze(3).transpose(0, 1)
+            grad_C[rows] = grads.C.squeeze(3).transpose(0, 1)
+            grad_A += grads.A.sum(dim=0)
+        return grad_dt, grad_v, grad_A.t(), grad_B, grad_C, None
+
+
+def selective_scan_chunked(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+    batch_tile: int | None = None,
+    mode: str = "auto",
+) -> torch.Tensor:
+    """The selective scan in chunks (the ``"torch"`` backend); same arguments and result as
+    :func:`selective_scan_reference`.
+
+    Args:
+        chunk_size: time steps per chunk (default 32 on CPU, 64 on CUDA).
+        batch_tile: sequences processed together (default: 2**18 state elements per step on CPU, all on CUDA).
+        mode: ``"auto"`` (per chunk: parallel over time where that is both safe and worthwhile, else step by
+            step), ``"parallel"`` (parallel wherever the chunk's decay allows it) or ``"stepwise"``.
+    """
+    batch_size, seq_len, d_inner = u.shape
+    plan = _scan_plan(batch_size, seq_len, d_inner, A.shape[1], u.device, chunk_size, batch_tile, mode)
+    # Everything below is fp32 whatever autocast says: the state recurrence and its gradients in bf16 diverge.
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        u, A, B, C = u.float(), A.float(), B.float(), C.float()
+        delta = delta.float()
+        if delta_bias is not None:
+            delta = delta + delta_bias.float()
+        dt = F.softplus(delta)
+        v = dt * u
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (dt, v, A, B, C)):
+            y = _ChunkedSelectiveScan.apply(dt, v, A, B, C, plan)
+        else:
+            y = _scan_forward(dt, v, A, B, C, plan, keep_chunk_states=False)[0]
+        if D is not None:
+            y = y + u * D.float()
+        if z is not None:
+            y = y * F.silu(z.float())
+    return y
+
+
+# ------------------------------------------------------------------------------------------------------------
+# mamba_ssm kernels (optional, CUDA only) and backend dispatch
+# ------------------------------------------------------------------------------------------------------------
+
+_MAMBA_SSM_SCAN = None
+_MAMBA_SSM_TRIED = False
+
+
+def load_mamba_ssm_selective_scan():
+    """mamba_ssm's CUDA ``selective_scan_fn``, or ``None`` if it cannot be imported (warns once per process).
+
+    Imported lazily and only from here: ``import mamba_ssm`` fails on machines without its CUDA build, and must
+    never break ``import polsess_hf``. Any exception counts (ImportError, OSError from a mismatched CUDA library,
+    packaging's InvalidVersion, …).
+    """
+    global _MAMBA_SSM_SCAN, _MAMBA_SSM_TRIED
+    if not _MAMBA_SSM_TRIED:
+        _MAMBA_SSM_TRIED = True
+        try:
+            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        except Exception as error:  # noqa: BLE001 - any failure means "no kernels here"
+            warnings.warn(
+                f"mamba_backend='auto': mamba_ssm's CUDA kernels are not available ({type(error).__name__}: {error}); "
+                "using the pure-PyTorch scan instead (same weights and results, slower). Install the GPU extra "
+                "(`pip install mamba-ssm causal-conv1d`) to use the kernels, or set mamba_backend='torch' to silence "
+                "this warning.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        else:
+            _MAMBA_SSM_SCAN = selective_scan_fn
+    return _MAMBA_SSM_SCAN
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend that will actually run: ``"mamba_ssm"``, ``"torch"`` or ``"reference"``."""
+    if backend == "auto":
+        if device.type == "cuda" and load_mamba_ssm_selective_scan() is not None:
+            return "mamba_ssm"
+        return "torch"
+    if backend not in ("torch", "reference"):
+        raise ValueError(f"`mamba_backend` must be one of ['auto', 'reference', 'torch'], got {backend!r}")
+    return backend
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, backend: str = "auto") -> torch.Tensor:
+    """Dispatch the selective scan (token-major arguments, see :func:`selective_scan_reference`)."""
+    resolved = resolve_backend(backend, u.device)
+    if resolved == "reference":
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias)
+    if resolved == "torch":
+        return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias)
+    scan = load_mamba_ssm_selective_scan()
+    out = scan(
+        u.transpose(1, 2).contiguous(),
+        delta.transpose(1, 2).contiguous(),
+        A.float(),
+        B.transpose(1, 2).contiguous(),
+        C.transpose(1, 2).contiguous(),
+        None if D is None else D.float(),
+        z=None if z is None else z.transpose(1, 2).contiguous(),
+        delta_bias=None if delta_bias is None else delta_bias.float(),
+        delta_softplus=True,
+    )
+    return out.transpose(1, 2)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Modules
+# ------------------------------------------------------------------------------------------------------------
+
+
+class MambaRMSNorm(nn.Module):
+    """RMSNorm with a weight and no bias, computed in fp32 (mamba_ssm's Triton ``RMSNorm``, eps inside the root).
+
+    ``(..., hidden_size)`` → same shape, float32.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=hidden_states.device.type, enabled=False):
+            hidden_states = hidden_states.float()
+            variance = hidden_states.pow(2).mean(dim=-1, keepdim=True)
+            return hidden_states * torch.rsqrt(variance + self.eps) * self.weight.float()
+
+
+class MambaMixer(nn.Module):
+    """mamba_ssm ``Mamba`` (``mamba_simple``), non-fused path, with a choice of scan backend.
+
+    ``(batch_size, seq_len, d_model)`` → ``(batch_size, seq_len, d_model)``.
+
+    Args:
+        d_model: token width. d_state: N. d_conv: causal convolution kernel. expand: ``d_inner = expand·d_model``.
+        dt_rank: rank of the Δ projection (mamba_ssm's "auto" is ``ceil(d_model / 16)``).
+        backend: ``"auto"``, ``"torch"`` or ``"reference"`` (see the module docstring); may be changed at any time.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank: int | None = None,
+                 backend: str = "auto"):  # fmt: skip
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else dt_rank
+        self.backend = backend
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1, bias=True)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+    @torch.no_grad()
+    def reset_mamba_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
+                               init_module=None) -> None:  # fmt: skip
+        """mamba_ssm's initialisation of the SSM parameters: A_log = log(1…N) per channel, D = 1,
+        W_dt ~ U(±dt_rank^−½), b_dt = softplus⁻¹(Δ₀) with Δ₀ ~ logU[dt_min, dt_max] floored at ``dt_init_floor``.
+        ``init_module`` supplies ``uniform_``/``copy_`` (transformers' guarded versions when called from
+        ``_init_weights``, so loaded weights are never overwritten)."""
+        init_module = init_module or nn.init
+        init_module.uniform_(self.dt_proj.weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        inverse_softplus = dt + torch.log(-torch.expm1(-dt))
+        _copy(init_module, self.dt_proj.bias, inverse_softplus)
+        _copy(init_module, self.A_log, torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
+        _copy(init_module, self.D, torch.ones(self.d_inner))
+
+    def causal_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """Depthwise causal convolution over time, token-major: ``(batch, seq_len, d_inner)`` → same shape.
+
+        ``y_t = b + Σ_k w_k·x_{t−(K−1)+k}`` (left context only), i.e. mamba_ssm's ``conv1d(x)[..., :L]``, computed as
+        K shifted multiply-adds on contiguous rows instead of a transposed grouped convolution.
+        """
+        seq_len = x.shape[1]
+        weight = self.conv1d.weight[:, 0, :].to(x.dtype)  # (d_inner, K)
+        padded = F.pad(x, (0, 0, self.d_conv - 1, 0))
+        out = torch.addcmul(self.conv1d.bias.to(x.dtype), padded[:, :seq_len], weight[:, 0])
+        for k in range(1, self.d_conv):
+            out.addcmul_(padded[:, k : k + seq_len], weight[:, k])
+        return out
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        xz = self.in_proj(hidden_states)
+        x, z = xz.chunk(2, dim=-1)
+        x = F.silu(self.causal_conv(x))
+        x_dbl = self.x_proj(x)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight)  # the bias is added inside the scan, in fp32 (as mamba_ssm does)
+        A = -torch.exp(self.A_log.float())
+        y = selective_scan(x, dt, A, B, C, self.D.float(), z, self.dt_proj.bias.float(), backend=self.backend)
+        return self.out_proj(y)
+
+
+def _copy(init_module, tensor: torch.Tensor, value: torch.Tensor) -> None:
+    if hasattr(init_module, "copy_"):
+        init_module.copy_(tensor, value)
+    else:
+        tensor.copy_(value)
+
+
+class MambaResidualBlock(nn.Module):
+    """mamba_ssm ``Block`` as SPMamba builds it (pre-norm, no MLP, ``fused_add_norm=False``) with the residual
+    added back: ``u + Mixer(RMSNorm(u))``. ``(batch_size, seq_len, d_model)`` → same shape."""
+
+    def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, dt_rank: int | None, norm_eps: float,
+                 backend: str = "auto"):  # fmt: skip
+        super().__init__()
+        self.norm = MambaRMSNorm(d_model, eps=norm_eps)
+        self.mixer = MambaMixer(d_model, d_state, d_conv, expand, dt_rank, backend=backend)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states + self.mixer(self.norm(hidden_states))
+
+
+class BidirectionalMamba(nn.Module):
+    """SPMamba's ``MambaBlock(d, n_layer=1, bidirectional=True)``: two independent residual Mamba blocks, one over
+    the sequence and one over the reversed sequence, concatenated (forward features first).
+
+    ``(batch_size, seq_len, d_model)`` → ``(batch_size, seq_len, 2·d_model)``. The batch of sequences is processed
+    in groups of at most ``max_tokens`` tokens: results are identical, the intermediate ``d_inner``-wide tensors stay
+    cache-sized, and inference memory stays bounded for long inputs (60 s of audio is ~1M intra-frame tokens).
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 4, dt_rank: int | None = None,
+                 norm_eps: float = 1e-5, backend: str = "auto", max_tokens: int = 16384):  # fmt: skip
+        super().__init__()
+        block_args = (d_model, d_state, d_conv, expand, dt_rank, norm_eps, backend)
+        self.forward_blocks = nn.ModuleList([MambaResidualBlock(*block_args)])
+        self.backward_blocks = nn.ModuleList([MambaResidualBlock(*block_args)])
+        self.max_tokens = max_tokens
+
+    def set_backend(self, backend: str) -> None:
+        for block in (*self.forward_blocks, *self.backward_blocks):
+            block.mixer.backend = backend
+
+    def _both_directions(self, sequences: torch.Tensor) -> torch.Tensor:
+        forward = sequences
+        for block in self.forward_blocks:
+            forward = block(forward)
+        backward = sequences.flip(1)
+        for block in self.backward_blocks:
+            backward = block(backward)
+        return torch.cat([forward, backward.flip(1)], dim=-1)
+
+    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+        batch_size, seq_len, _ = sequences.shape
+        group = max(1, self.max_tokens // seq_len)
+        if batch_size <= group:
+            return self._both_directions(sequences)
+        return torch.cat([self._both_directions(part) for part in sequences.split(group, dim=0)], dim=0)

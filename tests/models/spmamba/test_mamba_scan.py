@@ -1,0 +1,248 @@
+"""The selective scan backends: the chunked ``"torch"`` scan against mamba_ssm's sequential ``selective_scan_ref``
+(outputs and gradients, within 1e-5 relative), the Mamba mixer across backends, fp32 under autocast, and the lazy,
+warn-once mamba_ssm import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from polsess_hf.models.spmamba import mamba_mixer
+from polsess_hf.models.spmamba.mamba_mixer import (
+    BidirectionalMamba,
+    MambaMixer,
+    resolve_backend,
+    selective_scan,
+    selective_scan_chunked,
+    selective_scan_reference,
+)
+
+TOLERANCE = 1e-5  # max |chunked − reference| / max |reference|, for the output and for every gradient
+
+
+def _scan_inputs(batch, length, d_inner, d_state, delta_mean, delta_spread=0.5, seed=0):
+    """Random scan arguments; A spread around mamba_ssm's init −(1…N), Δ = softplus(δ + b) around e^delta_mean."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator)
+
+    A = -torch.exp(torch.log(torch.arange(1, d_state + 1.0)) + 0.5 * randn(d_inner, d_state))
+    return dict(
+        u=randn(batch, length, d_inner),
+        delta=randn(batch, length, d_inner) * delta_spread + delta_mean,
+        A=A,
+        B=randn(batch, length, d_state),
+        C=randn(batch, length, d_state),
+        D=randn(d_inner),
+        z=randn(batch, length, d_inner),
+        delta_bias=0.3 * randn(d_inner),
+    )
+
+
+def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
+
+
+def _outputs_and_grads(scan, inputs, grad_output, **kwargs):
+    leaves = {name: value.clone().requires_grad_() for name, value in inputs.items()}
+    out = scan(**leaves, **kwargs)
+    grads = torch.autograd.grad(out, list(leaves.values()), grad_output)
+    return out.detach(), dict(zip(leaves, grads))
+
+
+def _assert_matches_reference(inputs, **kwargs):
+    leaves = {name: value.clone().requires_grad_() for name, value in inputs.items()}
+    reference = selective_scan_reference(**leaves)
+    grad_output = torch.randn_like(reference)
+    reference_grads = dict(zip(leaves, torch.autograd.grad(reference, list(leaves.values()), grad_output)))
+    out, grads = _outputs_and_grads(selective_scan_chunked, inputs, grad_output, **kwargs)
+    errors = {"output": _relative_error(out, reference.detach())}
+    errors.update({f"d{name}": _relative_error(grads[name], reference_grads[name]) for name in grads})
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= TOLERANCE, f"{worst}: relative error {errors[worst]:.2e} > {TOLERANCE} ({errors})"
+    return errors
+
+
+# Δ regimes: typical (e^-3 … e^-2), very small (≈ 1e-9: the state barely moves), very large (≈ 30: the state forgets
+# within one step; exp(Δ·A) underflows to exactly 0), and mixed across a wide range.
+DELTA_REGIMES = {"typical": (-3.0, 0.5), "tiny": (-20.0, 0.5), "huge": (30.0, 2.0), "wide": (-4.0, 6.0)}
+
+
+@pytest.mark.parametrize("regime", sorted(DELTA_REGIMES))
+@pytest.mark.parametrize("mode", ["auto", "parallel", "stepwise"])
+def test_chunked_scan_equals_reference(regime, mode):
+    mean, spread = DELTA_REGIMES[regime]
+    inputs = _scan_inputs(batch=3, length=83, d_inner=12, d_state=6, delta_mean=mean, delta_spread=spread)
+    # chunk 16 leaves a partial last chunk; tile 2 leaves a partial last tile
+    _assert_matches_reference(inputs, mode=mode, chunk_size=16, batch_tile=2)
+
+
+@pytest.fixture(scope="module")
+def long_sequence_reference():
+    """4,003 steps through the sequential reference, with gradients (computed once: ~40K tiny autograd nodes)."""
+    inputs = _scan_inputs(batch=1, length=4003, d_inner=4, d_state=16, delta_mean=-3.0)
+    leaves = {name: value.clone().requires_grad_() for name, value in inputs.items()}
+    reference = selective_scan_reference(**leaves)
+    grad_output = torch.randn(reference.shape, generator=torch.Generator().manual_seed(1))
+    grads = dict(zip(leaves, torch.autograd.grad(reference, list(leaves.values()), grad_output)))
+    return inputs, reference.detach(), grad_output, grads
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["parallel", "stepwise"])
+def test_chunked_scan_long_sequence(mode, long_sequence_reference):
+    """≥ 4,000 steps: errors must not accumulate over chunks (state and adjoint are carried 126 times)."""
+    inputs, reference, grad_output, reference_grads = long_sequence_reference
+    out, grads = _outputs_and_grads(selective_scan_chunked, inputs, grad_output, mode=mode, chunk_size=32)
+    errors = {"output": _relative_error(out, reference)}
+    errors.update({f"d{name}": _relative_error(grads[name], reference_grads[name]) for name in grads})
+    assert max(errors.values()) <= TOLERANCE, errors
+    assert errors["output"] < 1e-6
+
+
+def test_parallel_form_falls_back_exactly_when_decay_is_too_large():
+    """With huge Δ every chunk fails the parallel-form range check: the result must equal the stepwise one."""
+    inputs = _scan_inputs(batch=2, length=40, d_inner=8, d_state=4, delta_mean=30.0)
+    parallel = selective_scan_chunked(**inputs, mode="parallel", chunk_size=8)
+    stepwise = selective_scan_chunked(**inputs, mode="stepwise", chunk_size=8)
+    torch.testing.assert_close(parallel, stepwise, rtol=0, atol=0)
+    assert torch.isfinite(parallel).all()
+
+
+def test_default_plan_at_thesis_size_equals_reference():
+    """The real shapes (d_inner 256, d_state 16) with the default chunk/tile plan."""
+    inputs = _scan_inputs(batch=66, length=10, d_inner=256, d_state=16, delta_mean=-3.0, seed=3)  # 2 tiles
+    _assert_matches_reference(inputs)
+
+
+def test_chunked_scan_is_fp32_under_bf16_autocast():
+    inputs = _scan_inputs(batch=2, length=50, d_inner=8, d_state=4, delta_mean=-3.0)
+    low = {name: value.bfloat16() if value.dim() == 3 else value for name, value in inputs.items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = selective_scan_chunked(**low)
+    assert out.dtype == torch.float32
+    expected = selective_scan_reference(**{name: value.float() for name, value in low.items()})
+    assert _relative_error(out, expected) < 1e-6  # same bf16 inputs, fp32 arithmetic: no bf16 rounding inside
+
+
+def test_no_state_tensor_for_the_whole_sequence_is_kept_for_backward():
+    """Training memory: the scan saves its inputs and one state per chunk, never (batch, length, d_inner, d_state)."""
+    inputs = _scan_inputs(batch=2, length=256, d_inner=32, d_state=16, delta_mean=-3.0)
+    leaves = {name: value.clone().requires_grad_() for name, value in inputs.items()}
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        selective_scan_chunked(**leaves, chunk_size=32).sum().backward()
+    full_states = 2 * 256 * 32 * 16
+    assert max(saved) <= full_states // 8, f"largest saved tensor {max(saved)} elements (all states: {full_states})"
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_mixer_backends_share_weights_and_agree(backend):
+    torch.manual_seed(0)
+    mixer = MambaMixer(d_model=16, d_state=8, d_conv=4, expand=2, backend="reference")
+    mixer.reset_mamba_parameters()
+    hidden = torch.randn(3, 37, 16, requires_grad=True)
+    expected = mixer(hidden)
+    expected_grad = torch.autograd.grad(expected.square().sum(), [hidden, *mixer.parameters()])
+    mixer.backend = backend
+    out = mixer(hidden)
+    grads = torch.autograd.grad(out.square().sum(), [hidden, *mixer.parameters()])
+    assert _relative_error(out, expected) < TOLERANCE
+    names = ["input"] + [name for name, _ in mixer.named_parameters()]
+    for name, grad, reference in zip(names, grads, expected_grad):
+        assert _relative_error(grad, reference) < TOLERANCE, name
+
+
+def test_mixer_parameter_names_and_shapes_are_mamba_ssm_s():
+    mixer = MambaMixer(d_model=64, d_state=16, d_conv=4, expand=4)
+    shapes = {name: tuple(p.shape) for name, p in mixer.named_parameters()}
+    assert shapes == {
+        "A_log": (256, 16),
+        "D": (256,),
+        "in_proj.weight": (512, 64),
+        "conv1d.weight": (256, 1, 4),
+        "conv1d.bias": (256,),
+        "x_proj.weight": (4 + 32, 256),
+        "dt_proj.weight": (256, 4),
+        "dt_proj.bias": (256,),
+        "out_proj.weight": (64, 256),
+    }
+
+
+def test_mixer_causal_conv_equals_mamba_ssm_conv1d():
+    torch.manual_seed(0)
+    mixer = MambaMixer(d_model=8, d_state=4, d_conv=4, expand=2)
+    x = torch.randn(2, 11, 16)
+    expected = mixer.conv1d(x.transpose(1, 2))[..., :11].transpose(1, 2)  # mamba_ssm: conv1d(x)[..., :seqlen]
+    torch.testing.assert_close(mixer.causal_conv(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_mamba_init_follows_mamba_ssm():
+    torch.manual_seed(0)
+    mixer = MambaMixer(d_model=64, d_state=16, d_conv=4, expand=4)
+    mixer.reset_mamba_parameters()
+    torch.testing.assert_close(mixer.A_log[7], torch.log(torch.arange(1, 17.0)))
+    torch.testing.assert_close(mixer.D, torch.ones(256))
+    dt = torch.nn.functional.softplus(mixer.dt_proj.bias)
+    assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 0.1 * 1.001
+    assert mixer.dt_proj.weight.abs().max() <= 4**-0.5
+
+
+def test_bidirectional_groups_do_not_change_the_result():
+    torch.manual_seed(0)
+    block = BidirectionalMamba(d_model=8, d_state=4, expand=2, backend="torch")
+    sequences = torch.randn(10, 9, 8)
+    whole = block(sequences)
+    block.max_tokens = 20  # 2 sequences per group
+    torch.testing.assert_close(block(sequences), whole, rtol=1e-6, atol=1e-6)
+    assert whole.shape == (10, 9, 16)
+
+
+def test_auto_backend_on_cpu_is_torch_and_never_imports_mamba_ssm(monkeypatch):
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    with pytest.raises(ValueError, match="mamba_backend.*'fast'"):
+        resolve_backend("fast", torch.device("cpu"))
+    monkeypatch.setattr(mamba_mixer, "_MAMBA_SSM_TRIED", False)
+    monkeypatch.delitem(sys.modules, "mamba_ssm", raising=False)
+    mixer = MambaMixer(d_model=8, d_state=4, expand=2, backend="auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning on CPU: "auto" means torch there, silently
+        mixer(torch.randn(1, 5, 8))
+    assert "mamba_ssm" not in sys.modules
+    assert not mamba_mixer._MAMBA_SSM_TRIED  # not even attempted
+
+
+def test_package_import_does_not_import_mamba_ssm():
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, polsess_hf; assert 'mamba_ssm' not in sys.modules; print('OK')"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr
+
+
+def test_failed_mamba_ssm_import_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(mamba_mixer, "_MAMBA_SSM_TRIED", False)
+    monkeypatch.setattr(mamba_mixer, "_MAMBA_SSM_SCAN", None)
+    monkeypatch.setitem(sys.modules, "mamba_ssm", None)  # `import mamba_ssm…` now raises ImportError
+    with pytest.warns(RuntimeWarning, match="mamba_ssm's CUDA kernels are not available.*(ImportError|ModuleNotFoundError)"):
+        assert mamba_mixer.load_mamba_ssm_selective_scan() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mamba_mixer.load_mamba_ssm_selective_scan() is None  # second call: no second warning
+
+
+def test_dispatch_reaches_each_backend():
+    inputs = _scan_inputs(batch=1, length=10, d_inner=4, d_state=2, delta_mean=-3.0)
+    reference = selective_scan(**inputs, backend="reference")
+    torch.testing.assert_close(selective_scan(**inputs, backend="torch"), reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(selective_scan(**inputs, backend="auto"), reference, rtol=1e-5, atol=1e-6)
