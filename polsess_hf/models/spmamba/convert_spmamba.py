@@ -31,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 
 from ...conversion import CheckpointConversionError
 from .configuration_spmamba import SPMambaConfig
@@ -91,7 +92,7 @@ def config_from_thesis(kwargs: dict, n_src: int, **overrides) -> SPMambaConfig:
     values = {ours: args[theirs] for theirs, ours in _RENAMED.items()}
     try:
         return SPMambaConfig(**values, activation=activation, n_src=n_src, **overrides)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, StrictDataclassError) as error:
         raise CheckpointConversionError(f"thesis SPMamba arguments {values} do not form a valid network: {error}") from error
 
 

@@ -131,9 +131,11 @@ _PARALLEL_MAX_DECAY = 24.0
 # triangular products per chunk), so it is used whenever one step of a tile is a large enough vector operation
 # for Python's per-operation overhead not to matter; the parallel form takes over for few, long sequences.
 _PARALLEL_BELOW_STEP_ELEMENTS = 1 << 14
-# State elements per step of a batch tile on CPU: ~1 MB buffers, which stay in a core's L2 cache (measured
-# fastest of 2**15…2**19 on 2-core AMD EPYC, ~2× faster than tiles that spill to L3).
-_CPU_STEP_ELEMENTS = 1 << 18
+# State elements per step of a batch tile on CPU (2 MB buffers). Measured on the shared 2-core AMD EPYC: with one
+# thread 2**18 was fastest (the buffers stay in L2; 2**21 was ~1.3× slower), but with two threads on a loaded machine
+# every operation can wait for a descheduled OpenMP thread and 2**18-tiles (many small operations) were up to 6×
+# slower than whole-batch tiles; 2**19 is the compromise.
+_CPU_STEP_ELEMENTS = 1 << 19
 
 _SCAN_MODES = ("auto", "parallel", "stepwise")
 
@@ -153,7 +155,11 @@ def _scan_plan(batch_size, seq_len, d_inner, d_state, device, chunk_size, batch_
         chunk_size = 64 if on_cuda else 32
     if batch_tile is None:
         batch_tile = batch_size if on_cuda else max(1, _CPU_STEP_ELEMENTS // (d_inner * d_state))
-    return _ScanPlan(max(1, min(chunk_size, seq_len)), max(1, min(batch_tile, batch_size)), mode)
+    batch_tile = max(1, min(batch_tile, batch_size))
+    # equal tiles (129 sequences in tiles of ≤ 128 → 65 + 64, not 128 + 1): a 1-sequence tile costs a full set of
+    # per-step operations for almost no work.
+    n_tiles = math.ceil(batch_size / batch_tile)
+    return _ScanPlan(max(1, min(chunk_size, seq_len)), math.ceil(batch_size / n_tiles), mode)
 
 
 class _Tile:
@@ -392,7 +398,7 @@ def selective_scan_chunked(
 
     Args:
         chunk_size: time steps per chunk (default 32 on CPU, 64 on CUDA).
-        batch_tile: sequences processed together (default: 2**18 state elements per step on CPU, all on CUDA).
+        batch_tile: sequences processed together (default: 2**19 state elements per step on CPU, all on CUDA).
         mode: ``"auto"`` (per chunk: parallel over time where that is both safe and worthwhile, else step by
             step), ``"parallel"`` (parallel wherever the chunk's decay allows it) or ``"stepwise"``.
     """

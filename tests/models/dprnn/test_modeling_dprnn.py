@@ -124,7 +124,7 @@ class TestDPRNNModel(SeparatorTesterMixin):
                 assert ours[key].abs().max().item() == pytest.approx(value.abs().max().item(), rel=0.1), key
 
     # -- parity with the thesis network ----------------------------------------------------------------------------
-    @pytest.mark.parametrize("time_steps", [8000, 32000])
+    @pytest.mark.parametrize("time_steps", [8000, pytest.param(32000, marks=pytest.mark.slow)])
     def test_parity_with_speechbrain_at_thesis_size(self, time_steps):
         reference, ours = converted_pair(DPRNNConfig())
         x = torch.randn(2, time_steps)
