@@ -29,8 +29,9 @@ import torch
 
 __all__ = ["TASK_N_SRC", "convert_thesis_checkpoint", "load_thesis_checkpoint", "model_from_thesis", "CheckpointConversionError"]
 
-# The thesis forced the number of sources from the task, whatever the stored model config said.
-TASK_N_SRC = {"SB": 2, "EB": 1, "ES": 1}
+# The thesis forced the number of sources from the task, whatever the stored model config said (the table lives
+# with the task definitions in polsess_hf.data.variants, plain Python).
+from .data.variants import TASK_N_SRC  # noqa: E402
 KNOWN_MODEL_TYPES = ("convtasnet", "dprnn", "sepformer", "spmamba")
 
 
