@@ -11,25 +11,28 @@ The selective scan, per channel ``d`` and state ``n`` (Δ = softplus(δ + b_dt),
 
 Backends (``mamba_backend``):
 
-* ``"reference"`` — :func:`selective_scan_reference`, the recurrence written out one step at a time (autograd
-  through the loop). The executable specification; slow, and its autograd graph keeps every state.
-* ``"torch"`` — :func:`selective_scan_chunked`: the sequence is cut into chunks of ``chunk_size`` steps and the batch
-  into tiles, so no ``(batch, length, d_inner, d_state)`` tensor is ever materialised (mamba_ssm's own
-  ``selective_scan_ref`` builds two of them; for 60 s of audio one is 15.5 GB). Inside a chunk every element-wise
-  step (the decays, ``Δ·u·B``, the contraction with ``C``) is one vectorised operation over the whole chunk, and the
-  recurrence itself runs either
+* ``"reference"`` — :func:`selective_scan_reference`: mamba_ssm's own executable specification
+  (``selective_scan_ref``): ``exp(Δ·A)`` and ``Δ·u·B`` are built for the whole sequence as
+  ``(batch, d_inner, seq_len, d_state)`` tensors, then a loop runs over time (autograd through the loop keeps every
+  state). Slow and memory-hungry (for 60 s of audio one such tensor is 15.5 GB); it is what the other backends are
+  tested against.
+* ``"torch"`` — :func:`selective_scan_chunked`: the batch of sequences is cut into tiles and time into chunks of
+  ``chunk_size`` steps, so no ``(batch, seq_len, d_inner, d_state)`` tensor is ever materialised, and every
+  operation works on one chunk of one tile at once:
 
   - *in parallel over time* (the chunked "SSD" form): with chunk-local cumulative decays ``c_t = A·Σ_{τ≤t} Δ_τ``,
     ``s_t = e^{c_t}·(s_0 + Σ_{τ≤t} e^{−c_τ}·Δ_τ u_τ B_τ)``, the inner sum being one matrix product with a
-    lower-triangular matrix of ones. The exponentials are taken relative to the middle of the chunk's decay, and a
-    chunk is computed this way only when its total decay ``|A|·ΣΔ`` is small enough that neither factor can
-    overflow nor lose precision (see ``_PARALLEL_MAX_DECAY``); or
-  - *step by step* over the (already computed) decays, a single fused multiply-add per step — exact for any Δ,
-    and on CPU, where a step over a tile of 16 sequences is already a large vector operation, the cheaper form.
+    lower-triangular matrix of ones. (Mamba-2's ``ssd_minimal`` builds the masked segment-sum matrix
+    ``exp(c_t − c_τ)`` instead, which for Mamba-1's per-(channel, state) decays would be ``chunk_size`` times more
+    exponentials.) The exponents are centred on the middle of the chunk's decay, and a chunk takes this form only
+    when its total decay ``max |A|·ΣΔ`` is at most ``_PARALLEL_MAX_DECAY``, so neither factor can overflow and
+    their rounding stays below 1e-6;
+  - otherwise *step by step*: one fused multiply-add per step on the chunk's decays ``exp(Δ_t·A)``, exact for any
+    Δ (a state that forgets within a chunk, very large Δ, simply gets decays of 0).
 
-  A custom autograd function keeps only the inputs and the state at each chunk boundary, and computes the
-  gradients chunk by chunk in reverse (the adjoint recurrence ``h_t = C_t·ḡ_t + e^{Δ_{t+1}A}·h_{t+1}``), so
-  training memory is O(length·d_inner) instead of O(length·d_inner·d_state). State, decays and gradients are fp32.
+  A custom autograd function keeps only the inputs and the state entering each chunk, and computes the gradients
+  chunk by chunk in reverse (adjoint ``h_t = C_t ⊗ ḡ_t + e^{Δ_{t+1}A}·h_{t+1}``, in the same two forms), so
+  training memory is O(seq_len·d_inner), not O(seq_len·d_inner·d_state). State, decays and gradients are fp32.
 * ``"auto"`` — mamba_ssm's CUDA ``selective_scan_fn`` when the tensors are on CUDA and ``mamba_ssm`` imports
   (imported lazily, on first use on CUDA, never at package import; any failure falls back to ``"torch"`` with one
   warning), otherwise ``"torch"``.
@@ -126,25 +129,19 @@ def selective_scan_reference(
 # of the exponents (≈ |c − c_mid|·2⁻²⁴ relative) stays below 1e-6. A chunk whose state forgets faster than that
 # goes step by step, which is exact for any Δ (a decay that underflows to 0 is a correct 0).
 _PARALLEL_MAX_DECAY = 24.0
-# On CPU the step-by-step form needs fewer passes over memory than the parallel form (per step one decay, one
-# multiply, one multiply-add, all on cache-resident buffers, against an exponent shift, a division and two
-# triangular products per chunk), so it is used whenever one step of a tile is a large enough vector operation
-# for Python's per-operation overhead not to matter; the parallel form takes over for few, long sequences.
-_PARALLEL_BELOW_STEP_ELEMENTS = 1 << 14
-# State elements per step of a batch tile on CPU (2 MB buffers). Measured on the shared 2-core AMD EPYC: with one
-# thread 2**18 was fastest (the buffers stay in L2; 2**21 was ~1.3× slower), but with two threads on a loaded machine
-# every operation can wait for a descheduled OpenMP thread and 2**18-tiles (many small operations) were up to 6×
-# slower than whole-batch tiles; 2**19 is the compromise.
-_CPU_STEP_ELEMENTS = 1 << 19
+# State elements per step of a batch tile on CPU: chunk tensors of 32 steps are then 4M elements (16 MB). Measured on
+# the shared 2-core AMD EPYC at the reduced model's 1 s shapes, one thread: 126×126 parallel 0.33 s (tile 2**17) vs
+# 0.60 s (2**19) vs step by step 0.49 s / 0.64 s; 129×123 all within 0.41–0.50 s.
+_CPU_STEP_ELEMENTS = 1 << 17
 
-_SCAN_MODES = ("auto", "parallel", "stepwise")
+_SCAN_MODES = ("parallel", "stepwise")
 
 
 @dataclass(frozen=True)
 class _ScanPlan:
     chunk_size: int  # steps per chunk (the backward pass restarts from the state entering each chunk)
     batch_tile: int  # sequences processed together
-    mode: str  # "auto", "parallel" or "stepwise"
+    mode: str  # "parallel" or "stepwise"
 
 
 def _scan_plan(batch_size, seq_len, d_inner, d_state, device, chunk_size, batch_tile, mode) -> _ScanPlan:
@@ -188,11 +185,9 @@ class _TileGrads:
         self.A = like.new_zeros(tile, d_state, d_inner)  # Σ_t ∂L/∂a_t·Δ_t, summed over the tile at the end
 
 
-def _is_parallel(plan: _ScanPlan, dt_chunk: torch.Tensor, a_max: torch.Tensor, step_elements: int, device) -> bool:
+def _is_parallel(plan: _ScanPlan, dt_chunk: torch.Tensor, a_max: torch.Tensor) -> bool:
     """Whether a chunk (``dt_chunk`` ``(n, tile, d_inner)``) runs in the parallel form."""
     if plan.mode == "stepwise" or dt_chunk.shape[0] == 1:
-        return False
-    if plan.mode == "auto" and device.type != "cuda" and step_elements >= _PARALLEL_BELOW_STEP_ELEMENTS:
         return False
     return bool((dt_chunk.sum(dim=0) * a_max).amax() <= _PARALLEL_MAX_DECAY)
 
@@ -320,7 +315,7 @@ def _scan_forward(dt, v, A, B, C, plan: _ScanPlan, keep_chunk_states: bool):
         for index, steps in enumerate(chunks):
             if keep_chunk_states:
                 chunk_states[rows, index] = state
-            if _is_parallel(plan, tile.dt[steps], a_max, state.numel(), dt.device):
+            if _is_parallel(plan, tile.dt[steps], a_max):
                 state = _forward_parallel(tile, steps, A2, state, y_tile)
             else:
                 state = _forward_steps(tile, range(steps.start, steps.stop), A2, state, y_tile)
@@ -366,7 +361,7 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
             for index in reversed(range(len(chunks))):
                 steps = chunks[index]
                 state = chunk_states[rows, index]
-                if _is_parallel(plan, tile.dt[steps], a_max, carry.numel(), dt.device):
+                if _is_parallel(plan, tile.dt[steps], a_max):
                     carry = _backward_parallel(tile, steps, A2, At, state, tile_grad_y, carry, grads)
                 else:
                     steps_range = range(steps.start, steps.stop)
@@ -391,16 +386,16 @@ def selective_scan_chunked(
     *,
     chunk_size: int | None = None,
     batch_tile: int | None = None,
-    mode: str = "auto",
+    mode: str = "parallel",
 ) -> torch.Tensor:
     """The selective scan in chunks (the ``"torch"`` backend); same arguments and result as
     :func:`selective_scan_reference`.
 
     Args:
         chunk_size: time steps per chunk (default 32 on CPU, 64 on CUDA).
-        batch_tile: sequences processed together (default: 2**19 state elements per step on CPU, all on CUDA).
-        mode: ``"auto"`` (per chunk: parallel over time where that is both safe and worthwhile, else step by
-            step), ``"parallel"`` (parallel wherever the chunk's decay allows it) or ``"stepwise"``.
+        batch_tile: sequences processed together (default: 2**17 state elements per step on CPU, all on CUDA).
+        mode: ``"parallel"`` (each chunk in the parallel form when its decay allows it, else step by step) or
+            ``"stepwise"`` (every chunk step by step).
     """
     batch_size, seq_len, d_inner = u.shape
     plan = _scan_plan(batch_size, seq_len, d_inner, A.shape[1], u.device, chunk_size, batch_tile, mode)

@@ -74,7 +74,7 @@ DELTA_REGIMES = {"typical": (-3.0, 0.5), "tiny": (-20.0, 0.5), "huge": (30.0, 2.
 
 
 @pytest.mark.parametrize("regime", sorted(DELTA_REGIMES))
-@pytest.mark.parametrize("mode", ["auto", "parallel", "stepwise"])
+@pytest.mark.parametrize("mode", ["parallel", "stepwise"])
 def test_chunked_scan_equals_reference(regime, mode):
     mean, spread = DELTA_REGIMES[regime]
     inputs = _scan_inputs(batch=3, length=83, d_inner=12, d_state=6, delta_mean=mean, delta_spread=spread)
