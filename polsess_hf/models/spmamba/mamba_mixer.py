@@ -37,8 +37,10 @@ Backends (``mamba_backend``):
   (imported lazily, on first use on CUDA, never at package import; any failure falls back to ``"torch"`` with one
   warning), otherwise ``"torch"``.
 
-Everything here works *token-major*: sequences are ``(batch_size, seq_len, channels)``, as the projections produce
-them; only the mamba_ssm kernel gets its ``(batch_size, channels, seq_len)`` layout.
+Everything here works *time-major*: sequences are ``(seq_len, batch_size, channels)``. Every time step of a batch
+tile is then one contiguous block, which the chunked scan reads and writes in place (no transposed copies of the
+``d_inner``-wide tensors), and the causal convolution is K shifted multiply-adds over contiguous blocks. Only the
+mamba_ssm kernel gets its ``(batch_size, channels, seq_len)`` layout.
 """
 
 from __future__ import annotations
@@ -82,27 +84,27 @@ def selective_scan_reference(
     delta_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The selective scan one time step at a time: mamba_ssm's own executable specification,
-    ``selective_scan_ref`` (fp32; ``exp(Δ·A)`` and ``Δ·u·B`` are built for the whole sequence, then the loop runs
-    over time), taking token-major arguments.
+    ``selective_scan_ref`` (fp32; ``exp(Δ·A)`` and ``Δ·u·B`` are built for the whole sequence, then a loop runs
+    over time).
 
     Args:
-        u, delta, z: ``(batch_size, seq_len, d_inner)``; ``delta`` is before ``delta_bias`` and the softplus.
+        u, delta, z: ``(seq_len, batch_size, d_inner)``; ``delta`` is before ``delta_bias`` and the softplus.
         A: ``(d_inner, d_state)`` (negative).
-        B, C: ``(batch_size, seq_len, d_state)``.
+        B, C: ``(seq_len, batch_size, d_state)``.
         D, delta_bias: ``(d_inner,)``.
 
     Returns:
-        ``(batch_size, seq_len, d_inner)`` float32.
+        ``(seq_len, batch_size, d_inner)`` float32.
     """
     with torch.autocast(device_type=u.device.type, enabled=False):
-        u = u.float().transpose(1, 2)  # mamba_ssm's (batch, d_inner, seq_len)
-        delta = delta.float().transpose(1, 2)
+        u = u.float().permute(1, 2, 0)  # mamba_ssm's (batch, d_inner, seq_len)
+        delta = delta.float().permute(1, 2, 0)
         if delta_bias is not None:
             delta = delta + delta_bias[..., None].float()
         delta = F.softplus(delta)
         A = A.float()
-        B = B.float().transpose(1, 2)  # (batch, d_state, seq_len)
-        C = C.float().transpose(1, 2)
+        B = B.float().permute(1, 2, 0)  # (batch, d_state, seq_len)
+        C = C.float().permute(1, 2, 0)
         state = A.new_zeros((u.shape[0], A.shape[0], A.shape[1]))
         delta_A = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
         delta_B_u = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)
@@ -116,8 +118,8 @@ def selective_scan_reference(
         if D is not None:
             y = y + u * D.float()[:, None]
         if z is not None:
-            y = y * F.silu(z.float().transpose(1, 2))
-        return y.transpose(1, 2)
+            y = y * F.silu(z.float().permute(1, 2, 0))
+        return y.permute(2, 0, 1)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -129,9 +131,10 @@ def selective_scan_reference(
 # of the exponents (≈ |c − c_mid|·2⁻²⁴ relative) stays below 1e-6. A chunk whose state forgets faster than that
 # goes step by step, which is exact for any Δ (a decay that underflows to 0 is a correct 0).
 _PARALLEL_MAX_DECAY = 24.0
-# State elements per step of a batch tile on CPU: chunk tensors of 32 steps are then 4M elements (16 MB). Measured on
-# the shared 2-core AMD EPYC at the reduced model's 1 s shapes, one thread: 126×126 parallel 0.33 s (tile 2**17) vs
-# 0.60 s (2**19) vs step by step 0.49 s / 0.64 s; 129×123 all within 0.41–0.50 s.
+# State elements per step of a batch tile on CPU: a chunk of 32 steps is then 4M elements (16 MB). Measured on the
+# shared 2-core AMD EPYC at the reduced model's 1 s shapes, one thread: 126 sequences × 126 steps 0.33 s in the
+# parallel form with 2**17-tiles vs 0.60 s with 2**19-tiles (0.49 / 0.64 s step by step); 129 × 123 within
+# 0.41–0.50 s for all four.
 _CPU_STEP_ELEMENTS = 1 << 17
 
 _SCAN_MODES = ("parallel", "stepwise")
@@ -144,7 +147,7 @@ class _ScanPlan:
     mode: str  # "parallel" or "stepwise"
 
 
-def _scan_plan(batch_size, seq_len, d_inner, d_state, device, chunk_size, batch_tile, mode) -> _ScanPlan:
+def _scan_plan(seq_len, batch_size, d_inner, d_state, device, chunk_size, batch_tile, mode) -> _ScanPlan:
     if mode not in _SCAN_MODES:
         raise ValueError(f"`mode` must be one of {list(_SCAN_MODES)}, got mode={mode!r}")
     on_cuda = device.type == "cuda"
@@ -154,35 +157,9 @@ def _scan_plan(batch_size, seq_len, d_inner, d_state, device, chunk_size, batch_
         batch_tile = batch_size if on_cuda else max(1, _CPU_STEP_ELEMENTS // (d_inner * d_state))
     batch_tile = max(1, min(batch_tile, batch_size))
     # equal tiles (129 sequences in tiles of ≤ 128 → 65 + 64, not 128 + 1): a 1-sequence tile costs a full set of
-    # per-step operations for almost no work.
+    # operations for almost no work.
     n_tiles = math.ceil(batch_size / batch_tile)
     return _ScanPlan(max(1, min(chunk_size, seq_len)), math.ceil(batch_size / n_tiles), mode)
-
-
-class _Tile:
-    """One batch tile, time-major and contiguous: ``dt``, ``v`` ``(seq_len, tile, d_inner)``; ``B``, ``C``
-    ``(seq_len, tile, d_state)``. Time-major makes every step a contiguous slice."""
-
-    __slots__ = ("dt", "v", "B", "C")
-
-    def __init__(self, dt, v, B, C, rows: slice):
-        self.dt = dt[rows].transpose(0, 1).contiguous()
-        self.v = v[rows].transpose(0, 1).contiguous()
-        self.B = B[rows].transpose(0, 1).contiguous()
-        self.C = C[rows].transpose(0, 1).contiguous()
-
-
-class _TileGrads:
-    """Gradient buffers of one tile, time-major, shaped for ``matmul(out=…)``."""
-
-    __slots__ = ("dt", "v", "B", "C", "A")
-
-    def __init__(self, like: torch.Tensor, seq_len: int, tile: int, d_state: int, d_inner: int):
-        self.dt = like.new_empty(seq_len, tile, d_inner)
-        self.v = like.new_empty(seq_len, tile, 1, d_inner)
-        self.B = like.new_empty(seq_len, tile, d_state, 1)
-        self.C = like.new_empty(seq_len, tile, d_state, 1)
-        self.A = like.new_zeros(tile, d_state, d_inner)  # Σ_t ∂L/∂a_t·Δ_t, summed over the tile at the end
 
 
 def _is_parallel(plan: _ScanPlan, dt_chunk: torch.Tensor, a_max: torch.Tensor) -> bool:
@@ -192,21 +169,20 @@ def _is_parallel(plan: _ScanPlan, dt_chunk: torch.Tensor, a_max: torch.Tensor) -
     return bool((dt_chunk.sum(dim=0) * a_max).amax() <= _PARALLEL_MAX_DECAY)
 
 
-def _forward_steps(tile: _Tile, steps: range, A2, state, y, states_out=None, decays_out=None) -> torch.Tensor:
-    """Advance ``state`` ``(tile, d_state, d_inner)`` over ``steps`` one step at a time; writes ``y[t]``
-    ``(tile, 1, d_inner)`` if ``y`` is given, and every state/decay if ``states_out``/``decays_out``
-    ``(n, tile, d_state, d_inner)`` are given. Returns the last state (``state`` itself may be reused as a buffer
-    when ``states_out`` is None)."""
+def _forward_steps(dt, v, B, C, rows, steps: range, A2, state, y, states_out=None, decays_out=None) -> torch.Tensor:
+    """Advance ``state`` ``(tile, d_state, d_inner)`` over ``steps`` one step at a time, writing ``y[t, rows]`` if
+    ``y`` is given and every state/decay if ``states_out``/``decays_out`` ``(n, tile, d_state, d_inner)`` are. Returns
+    the last state (``state`` itself may be reused as a buffer when ``states_out`` is None)."""
     decay = torch.empty_like(state) if decays_out is None else None
     spare = torch.empty_like(state) if states_out is None else None
     for index, t in enumerate(steps):
         step_decay = decay if decays_out is None else decays_out[index]
-        torch.mul(tile.dt[t].unsqueeze(1), A2, out=step_decay).exp2_()  # exp2(Δ·A·log2 e) = exp(Δ·A); exp2 is cheaper
+        torch.mul(dt[t, rows].unsqueeze(1), A2, out=step_decay).exp2_()  # exp2(Δ·A·log2 e) = exp(Δ·A), cheaper
         new_state = spare if states_out is None else states_out[index]
         torch.mul(step_decay, state, out=new_state)
-        new_state.addcmul_(tile.B[t].unsqueeze(-1), tile.v[t].unsqueeze(1))  # + B_t ⊗ Δ_t·u_t
+        new_state.addcmul_(B[t, rows].unsqueeze(-1), v[t, rows].unsqueeze(1))  # + B_t ⊗ Δ_t·u_t
         if y is not None:
-            torch.matmul(tile.C[t].unsqueeze(1), new_state, out=y[t])  # y_t = Σ_n C_t[n]·s_t[n, :]
+            torch.matmul(C[t, rows].unsqueeze(1), new_state, out=y[t, rows].unsqueeze(1))  # Σ_n C_t[n]·s_t[n, :]
         if states_out is None:
             spare, state = state, new_state
         else:
@@ -218,18 +194,18 @@ def _triangular(n: int, like: torch.Tensor) -> torch.Tensor:
     return torch.ones(n, n, dtype=like.dtype, device=like.device).tril_()
 
 
-def _parallel_terms(tile: _Tile, steps: slice, A2, state):
+def _parallel_terms(dt, v, B, rows, steps: slice, A2, state):
     """The parallel form's ingredients for one chunk (``n`` steps):
 
     * ``factors`` ``E_t = exp(A·(Λ_t − Λ_n/2))`` ``(n, tile, d_state, d_inner)``, ``Λ_t = Σ_{τ≤t} Δ_τ`` in the chunk;
     * ``inv_initial`` ``1/E_0 = exp(A·Λ_n/2)`` ``(tile, d_state, d_inner)`` (``E_0`` is the factor before step 1);
     * ``running`` ``Q_t = s_0/E_0 + Σ_{τ≤t} B_τ ⊗ Δ_τ u_τ / E_τ``, so that ``s_t = E_t·Q_t``.
     """
-    cumulative = tile.dt[steps].cumsum(dim=0)
+    cumulative = dt[steps, rows].cumsum(dim=0)
     half = cumulative[-1] * 0.5
     factors = torch.mul((cumulative - half).unsqueeze(2), A2).exp2_()
     inv_initial = torch.mul(half.unsqueeze(1), A2).exp2_()
-    terms = torch.mul(tile.B[steps].unsqueeze(-1), tile.v[steps].unsqueeze(2)).div_(factors)
+    terms = torch.mul(B[steps, rows].unsqueeze(-1), v[steps, rows].unsqueeze(2)).div_(factors)
     terms[0].addcmul_(state, inv_initial)
     n = terms.shape[0]
     # Σ_{τ≤t} over time: one (n × n) lower-triangular GEMM (cumsum along a leading axis is ~10× slower on CPU).
@@ -237,45 +213,50 @@ def _parallel_terms(tile: _Tile, steps: slice, A2, state):
     return running, factors, inv_initial
 
 
-def _forward_parallel(tile: _Tile, steps: slice, A2, state, y) -> torch.Tensor:
-    running, factors, _ = _parallel_terms(tile, steps, A2, state)
+def _forward_parallel(dt, v, B, C, rows, steps: slice, A2, state, y) -> torch.Tensor:
+    running, factors, _ = _parallel_terms(dt, v, B, rows, steps, A2, state)
     states = running.mul_(factors)
     if y is not None:
-        torch.matmul(tile.C[steps].unsqueeze(2), states, out=y[steps])
+        y[steps, rows] = torch.matmul(C[steps, rows].unsqueeze(2), states).squeeze(2)
     return states[-1].clone()
 
 
-def _backward_steps(tile: _Tile, steps: range, A2, At, state, grad_y, carry, grads: _TileGrads) -> torch.Tensor:
+def _backward_steps(dt, v, B, C, rows, steps: range, A2, At, state, grad_y, carry, grads) -> torch.Tensor:
     """Reverse-time adjoint over one chunk, step by step. ``carry`` ``(tile, d_state, d_inner)`` is ∂L/∂s at the
-    chunk's last step coming from later steps; it is overwritten with ∂L/∂s entering the chunk and returned."""
+    chunk's last step coming from later steps; it is overwritten with ∂L/∂s entering the chunk and returned.
+    ``grads`` = (dt, v, B, C, A-accumulator) gradient buffers, time-major like the inputs."""
+    grad_dt, grad_v, grad_B, grad_C, grad_A = grads
     n = len(steps)
     states = state.new_empty((n, *state.shape))
     decays = torch.empty_like(states)
-    _forward_steps(tile, steps, A2, state, None, states_out=states, decays_out=decays)
+    _forward_steps(dt, v, B, C, rows, steps, A2, state, None, states_out=states, decays_out=decays)
     adjoint = torch.empty_like(state)
     grad_decay = torch.empty_like(state)
     for index in reversed(range(n)):
         t = steps[index]
-        torch.addcmul(carry, tile.C[t].unsqueeze(-1), grad_y[t].unsqueeze(1), out=adjoint)  # h_t
-        torch.matmul(states[index], grad_y[t].unsqueeze(-1), out=grads.C[t])  # Σ_d ḡ_t·s_t
-        torch.matmul(tile.B[t].unsqueeze(1), adjoint, out=grads.v[t])  # Σ_n h_t·B_t
-        torch.matmul(adjoint, tile.v[t].unsqueeze(-1), out=grads.B[t])  # Σ_d h_t·v_t
+        gy = grad_y[t, rows]
+        torch.addcmul(carry, C[t, rows].unsqueeze(-1), gy.unsqueeze(1), out=adjoint)  # h_t
+        torch.matmul(states[index], gy.unsqueeze(-1), out=grad_C[t, rows].unsqueeze(-1))  # Σ_d ḡ_t·s_t
+        torch.matmul(B[t, rows].unsqueeze(1), adjoint, out=grad_v[t, rows].unsqueeze(1))  # Σ_n h_t·B_t
+        torch.matmul(adjoint, v[t, rows].unsqueeze(-1), out=grad_B[t, rows].unsqueeze(-1))  # Σ_d h_t·v_t
         torch.mul(decays[index], adjoint, out=carry)  # ∂L/∂s_{t−1} = e^{a_t}·h_t
         previous = states[index - 1] if index > 0 else state
         torch.mul(carry, previous, out=grad_decay)  # ∂L/∂a_t = h_t·e^{a_t}·s_{t−1}, a_t = Δ_t·A
-        grads.A.addcmul_(grad_decay, tile.dt[t].unsqueeze(1))
-        torch.sum(grad_decay.mul_(At), dim=1, out=grads.dt[t])
+        grad_A.addcmul_(grad_decay, dt[t, rows].unsqueeze(1))
+        torch.sum(grad_decay.mul_(At), dim=1, out=grad_dt[t, rows])
     return carry
 
 
-def _backward_parallel(tile: _Tile, steps: slice, A2, At, state, grad_y, carry, grads: _TileGrads) -> torch.Tensor:
+def _backward_parallel(dt, v, B, C, rows, steps: slice, A2, At, state, grad_y, carry, grads) -> torch.Tensor:
     """Reverse-time adjoint over one chunk in the parallel form (see :func:`_parallel_terms`): with
     ``H_t = h_t·E_t = Σ_{τ≥t} E_τ·(C_τ ⊗ ḡ_τ) + E_n·carry`` (an upper-triangular GEMM),
     ``∂L/∂a_t = H_t·Q_{t−1}`` and ``∂L/∂s_0 = H_1/E_0`` — no further exponentials."""
-    running, factors, inv_initial = _parallel_terms(tile, steps, A2, state)
+    grad_dt, grad_v, grad_B, grad_C, grad_A = grads
+    running, factors, inv_initial = _parallel_terms(dt, v, B, rows, steps, A2, state)
     states = running * factors
     n = factors.shape[0]
-    scaled = torch.mul(tile.C[steps].unsqueeze(-1), grad_y[steps].unsqueeze(2)).mul_(factors)
+    gy = grad_y[steps, rows]
+    scaled = torch.mul(C[steps, rows].unsqueeze(-1), gy.unsqueeze(2)).mul_(factors)
     scaled[-1].addcmul_(carry, factors[-1])
     scaled_adjoint = torch.matmul(_triangular(n, scaled).t(), scaled.view(n, -1)).view_as(scaled)
     adjoint = scaled_adjoint / factors
@@ -283,11 +264,11 @@ def _backward_parallel(tile: _Tile, steps: slice, A2, At, state, grad_y, carry, 
     grad_decay = scaled_adjoint
     grad_decay[1:].mul_(running[:-1])
     grad_decay[0].mul_(state * inv_initial)
-    torch.matmul(states, grad_y[steps].unsqueeze(-1), out=grads.C[steps])
-    torch.matmul(tile.B[steps].unsqueeze(2), adjoint, out=grads.v[steps])
-    torch.matmul(adjoint, tile.v[steps].unsqueeze(-1), out=grads.B[steps])
-    grads.A.add_((grad_decay * tile.dt[steps].unsqueeze(2)).sum(dim=0))
-    torch.sum(grad_decay.mul_(At), dim=2, out=grads.dt[steps])
+    grad_C[steps, rows] = torch.matmul(states, gy.unsqueeze(-1)).squeeze(-1)
+    grad_v[steps, rows] = torch.matmul(B[steps, rows].unsqueeze(2), adjoint).squeeze(2)
+    grad_B[steps, rows] = torch.matmul(adjoint, v[steps, rows].unsqueeze(-1)).squeeze(-1)
+    grad_A.add_((grad_decay * dt[steps, rows].unsqueeze(2)).sum(dim=0))
+    grad_dt[steps, rows] = grad_decay.mul_(At).sum(dim=2)
     return carry
 
 
@@ -295,39 +276,38 @@ def _chunk_slices(seq_len: int, chunk_size: int) -> list[slice]:
     return [slice(start, min(start + chunk_size, seq_len)) for start in range(0, seq_len, chunk_size)]
 
 
+def _tile_slices(batch_size: int, batch_tile: int) -> list[slice]:
+    return [slice(start, min(start + batch_tile, batch_size)) for start in range(0, batch_size, batch_tile)]
+
+
 def _scan_forward(dt, v, A, B, C, plan: _ScanPlan, keep_chunk_states: bool):
-    """Run the chunked scan on ``dt`` (Δ after softplus), ``v`` (Δ·u) ``(batch, seq_len, d_inner)``, A
-    ``(d_inner, d_state)``, B, C ``(batch, seq_len, d_state)``. Returns ``y`` ``(batch, seq_len, d_inner)`` and, if
-    asked, the state entering every chunk ``(batch, n_chunks, d_state, d_inner)`` (where backward restarts)."""
-    batch_size, seq_len, d_inner = dt.shape
+    """Run the chunked scan on ``dt`` (Δ after softplus), ``v`` (Δ·u) ``(seq_len, batch, d_inner)``, A
+    ``(d_inner, d_state)``, B, C ``(seq_len, batch, d_state)``, all contiguous. Returns ``y`` ``(seq_len, batch,
+    d_inner)`` and, if asked, the state entering every chunk ``(batch, n_chunks, d_state, d_inner)``."""
+    seq_len, batch_size, d_inner = dt.shape
     d_state = A.shape[1]
     A2 = (A.t() * _LOG2_E).contiguous()  # (d_state, d_inner), for exp2
     a_max = A.abs().amax(dim=1)
     chunks = _chunk_slices(seq_len, plan.chunk_size)
-    y = dt.new_empty(batch_size, seq_len, d_inner)
+    y = dt.new_empty(seq_len, batch_size, d_inner)
     chunk_states = dt.new_empty(batch_size, len(chunks), d_state, d_inner) if keep_chunk_states else None
-    for row in range(0, batch_size, plan.batch_tile):
-        rows = slice(row, min(row + plan.batch_tile, batch_size))
-        tile = _Tile(dt, v, B, C, rows)
-        tile_size = rows.stop - rows.start
-        y_tile = dt.new_empty(seq_len, tile_size, 1, d_inner)
-        state = dt.new_zeros(tile_size, d_state, d_inner)
+    for rows in _tile_slices(batch_size, plan.batch_tile):
+        state = dt.new_zeros(rows.stop - rows.start, d_state, d_inner)
         for index, steps in enumerate(chunks):
             if keep_chunk_states:
                 chunk_states[rows, index] = state
-            if _is_parallel(plan, tile.dt[steps], a_max):
-                state = _forward_parallel(tile, steps, A2, state, y_tile)
+            if _is_parallel(plan, dt[steps, rows], a_max):
+                state = _forward_parallel(dt, v, B, C, rows, steps, A2, state, y)
             else:
-                state = _forward_steps(tile, range(steps.start, steps.stop), A2, state, y_tile)
-        y[rows] = y_tile.squeeze(2).transpose(0, 1)
+                state = _forward_steps(dt, v, B, C, rows, range(steps.start, steps.stop), A2, state, y)
     return y, chunk_states
 
 
 class _ChunkedSelectiveScan(torch.autograd.Function):
     """``y = scan(dt, v, A, B, C)`` without D, gate or softplus (those stay ordinary autograd ops).
 
-    dt (Δ after softplus), v (= Δ·u): ``(batch, seq_len, d_inner)``; A ``(d_inner, d_state)``; B, C
-    ``(batch, seq_len, d_state)``; all float32. Saves the inputs and the chunk-entry states only.
+    dt (Δ after softplus), v (= Δ·u): ``(seq_len, batch, d_inner)``; A ``(d_inner, d_state)``; B, C
+    ``(seq_len, batch, d_state)``; all float32 and contiguous. Saves the inputs and the chunk-entry states only.
     """
 
     @staticmethod
@@ -341,36 +321,29 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
     def backward(ctx, grad_y):
         dt, v, A, B, C, chunk_states = ctx.saved_tensors
         plan = ctx.plan
-        batch_size, seq_len, d_inner = dt.shape
+        seq_len, batch_size, d_inner = dt.shape
         d_state = A.shape[1]
         A2 = (A.t() * _LOG2_E).contiguous()
         At = A.t().contiguous()
         a_max = A.abs().amax(dim=1)
         chunks = _chunk_slices(seq_len, plan.chunk_size)
-        grad_y = grad_y.float()
+        grad_y = grad_y.float().contiguous()
         grad_dt, grad_v = torch.empty_like(dt), torch.empty_like(v)
         grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
         grad_A = A.new_zeros(d_state, d_inner)
-        for row in range(0, batch_size, plan.batch_tile):
-            rows = slice(row, min(row + plan.batch_tile, batch_size))
-            tile = _Tile(dt, v, B, C, rows)
-            tile_size = rows.stop - rows.start
-            tile_grad_y = grad_y[rows].transpose(0, 1).contiguous()
-            grads = _TileGrads(dt, seq_len, tile_size, d_state, d_inner)
-            carry = dt.new_zeros(tile_size, d_state, d_inner)
+        for rows in _tile_slices(batch_size, plan.batch_tile):
+            tile_grad_A = dt.new_zeros(rows.stop - rows.start, d_state, d_inner)  # Σ_t ∂L/∂a_t·Δ_t per sequence
+            grads = (grad_dt, grad_v, grad_B, grad_C, tile_grad_A)
+            carry = dt.new_zeros(rows.stop - rows.start, d_state, d_inner)
             for index in reversed(range(len(chunks))):
                 steps = chunks[index]
                 state = chunk_states[rows, index]
-                if _is_parallel(plan, tile.dt[steps], a_max):
-                    carry = _backward_parallel(tile, steps, A2, At, state, tile_grad_y, carry, grads)
+                if _is_parallel(plan, dt[steps, rows], a_max):
+                    carry = _backward_parallel(dt, v, B, C, rows, steps, A2, At, state, grad_y, carry, grads)
                 else:
                     steps_range = range(steps.start, steps.stop)
-                    carry = _backward_steps(tile, steps_range, A2, At, state, tile_grad_y, carry, grads)
-            grad_dt[rows] = grads.dt.transpose(0, 1)
-            grad_v[rows] = grads.v.squeeze(2).transpose(0, 1)
-            grad_B[rows] = grads.B.squeeze(3).transpose(0, 1)
-            grad_C[rows] = grads.C.squeeze(3).transpose(0, 1)
-            grad_A += grads.A.sum(dim=0)
+                    carry = _backward_steps(dt, v, B, C, rows, steps_range, A2, At, state, grad_y, carry, grads)
+            grad_A += tile_grad_A.sum(dim=0)
         return grad_dt, grad_v, grad_A.t(), grad_B, grad_C, None
 
 
@@ -389,7 +362,7 @@ def selective_scan_chunked(
     mode: str = "parallel",
 ) -> torch.Tensor:
     """The selective scan in chunks (the ``"torch"`` backend); same arguments and result as
-    :func:`selective_scan_reference`.
+    :func:`selective_scan_reference` (time-major).
 
     Args:
         chunk_size: time steps per chunk (default 32 on CPU, 64 on CUDA).
@@ -397,16 +370,17 @@ def selective_scan_chunked(
         mode: ``"parallel"`` (each chunk in the parallel form when its decay allows it, else step by step) or
             ``"stepwise"`` (every chunk step by step).
     """
-    batch_size, seq_len, d_inner = u.shape
-    plan = _scan_plan(batch_size, seq_len, d_inner, A.shape[1], u.device, chunk_size, batch_tile, mode)
+    seq_len, batch_size, d_inner = u.shape
+    plan = _scan_plan(seq_len, batch_size, d_inner, A.shape[1], u.device, chunk_size, batch_tile, mode)
     # Everything below is fp32 whatever autocast says: the state recurrence and its gradients in bf16 diverge.
     with torch.autocast(device_type=u.device.type, enabled=False):
-        u, A, B, C = u.float(), A.float(), B.float(), C.float()
+        u, A = u.float(), A.float()
+        B, C = B.float().contiguous(), C.float().contiguous()
         delta = delta.float()
         if delta_bias is not None:
             delta = delta + delta_bias.float()
-        dt = F.softplus(delta)
-        v = dt * u
+        dt = F.softplus(delta).contiguous()
+        v = (dt * u).contiguous()
         if torch.is_grad_enabled() and any(t.requires_grad for t in (dt, v, A, B, C)):
             y = _ChunkedSelectiveScan.apply(dt, v, A, B, C, plan)
         else:
@@ -464,25 +438,28 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, backend: str = "auto") -> torch.Tensor:
-    """Dispatch the selective scan (token-major arguments, see :func:`selective_scan_reference`)."""
+    """Dispatch the selective scan (time-major arguments, see :func:`selective_scan_reference`)."""
     resolved = resolve_backend(backend, u.device)
     if resolved == "reference":
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias)
     if resolved == "torch":
         return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias)
     scan = load_mamba_ssm_selective_scan()
+    def kernel_layout(tensor):  # (seq_len, batch, channels) → mamba_ssm's (batch, channels, seq_len)
+        return tensor.permute(1, 2, 0).contiguous()
+
     out = scan(
-        u.transpose(1, 2).contiguous(),
-        delta.transpose(1, 2).contiguous(),
+        kernel_layout(u),
+        kernel_layout(delta),
         A.float(),
-        B.transpose(1, 2).contiguous(),
-        C.transpose(1, 2).contiguous(),
+        kernel_layout(B),
+        kernel_layout(C),
         None if D is None else D.float(),
-        z=None if z is None else z.transpose(1, 2).contiguous(),
+        z=None if z is None else kernel_layout(z),
         delta_bias=None if delta_bias is None else delta_bias.float(),
         delta_softplus=True,
     )
-    return out.transpose(1, 2)
+    return out.permute(2, 0, 1)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -511,7 +488,7 @@ class MambaRMSNorm(nn.Module):
 class MambaMixer(nn.Module):
     """mamba_ssm ``Mamba`` (``mamba_simple``), non-fused path, with a choice of scan backend.
 
-    ``(batch_size, seq_len, d_model)`` → ``(batch_size, seq_len, d_model)``.
+    ``(seq_len, batch_size, d_model)`` → ``(seq_len, batch_size, d_model)`` (time-major, see the module docstring).
 
     Args:
         d_model: token width. d_state: N. d_conv: causal convolution kernel. expand: ``d_inner = expand·d_model``.
@@ -553,17 +530,16 @@ class MambaMixer(nn.Module):
         _copy(init_module, self.D, torch.ones(self.d_inner))
 
     def causal_conv(self, x: torch.Tensor) -> torch.Tensor:
-        """Depthwise causal convolution over time, token-major: ``(batch, seq_len, d_inner)`` → same shape.
+        """Depthwise causal convolution over time: ``(seq_len, batch, d_inner)`` → same shape.
 
-        ``y_t = b + Σ_k w_k·x_{t−(K−1)+k}`` (left context only), i.e. mamba_ssm's ``conv1d(x)[..., :L]``, computed as
-        K shifted multiply-adds on contiguous rows instead of a transposed grouped convolution.
+        ``y_t = b + Σ_k w_k·x_{t−(K−1)+k}`` (left context only, zeros before the start), i.e. mamba_ssm's
+        ``conv1d(x)[..., :L]``, computed as K shifted multiply-adds over whole time steps (no padding copy, no
+        transposed grouped convolution).
         """
-        seq_len = x.shape[1]
-        weight = self.conv1d.weight[:, 0, :].to(x.dtype)  # (d_inner, K)
-        padded = F.pad(x, (0, 0, self.d_conv - 1, 0))
-        out = torch.addcmul(self.conv1d.bias.to(x.dtype), padded[:, :seq_len], weight[:, 0])
-        for k in range(1, self.d_conv):
-            out.addcmul_(padded[:, k : k + seq_len], weight[:, k])
+        weight = self.conv1d.weight[:, 0, :].to(x.dtype)  # (d_inner, K); tap K−1 multiplies the current step
+        out = torch.addcmul(self.conv1d.bias.to(x.dtype), x, weight[:, -1])
+        for shift in range(1, min(self.d_conv, x.shape[0])):
+            out[shift:].addcmul_(x[:-shift], weight[:, -1 - shift])
         return out
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -587,7 +563,7 @@ def _copy(init_module, tensor: torch.Tensor, value: torch.Tensor) -> None:
 
 class MambaResidualBlock(nn.Module):
     """mamba_ssm ``Block`` as SPMamba builds it (pre-norm, no MLP, ``fused_add_norm=False``) with the residual
-    added back: ``u + Mixer(RMSNorm(u))``. ``(batch_size, seq_len, d_model)`` → same shape."""
+    added back: ``u + Mixer(RMSNorm(u))``. ``(seq_len, batch_size, d_model)`` → same shape."""
 
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, dt_rank: int | None, norm_eps: float,
                  backend: str = "auto"):  # fmt: skip
@@ -603,9 +579,9 @@ class BidirectionalMamba(nn.Module):
     """SPMamba's ``MambaBlock(d, n_layer=1, bidirectional=True)``: two independent residual Mamba blocks, one over
     the sequence and one over the reversed sequence, concatenated (forward features first).
 
-    ``(batch_size, seq_len, d_model)`` → ``(batch_size, seq_len, 2·d_model)``. The batch of sequences is processed
-    in groups of at most ``max_tokens`` tokens: results are identical, the intermediate ``d_inner``-wide tensors stay
-    cache-sized, and inference memory stays bounded for long inputs (60 s of audio is ~1M intra-frame tokens).
+    ``(seq_len, batch_size, d_model)`` → ``(seq_len, batch_size, 2·d_model)`` (time-major). The batch of sequences is
+    processed in groups of at most ``max_tokens`` tokens: results are identical, the intermediate ``d_inner``-wide
+    tensors stay small, and inference memory stays bounded for long inputs (60 s of audio is ~1M intra-frame tokens).
     """
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 4, dt_rank: int | None = None,
@@ -624,14 +600,14 @@ class BidirectionalMamba(nn.Module):
         forward = sequences
         for block in self.forward_blocks:
             forward = block(forward)
-        backward = sequences.flip(1)
+        backward = sequences.flip(0)
         for block in self.backward_blocks:
             backward = block(backward)
-        return torch.cat([forward, backward.flip(1)], dim=-1)
+        return torch.cat([forward, backward.flip(0)], dim=-1)
 
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:
-        batch_size, seq_len, _ = sequences.shape
+        seq_len, batch_size, _ = sequences.shape
         group = max(1, self.max_tokens // seq_len)
         if batch_size <= group:
             return self._both_directions(sequences)
-        return torch.cat([self._both_directions(part) for part in sequences.split(group, dim=0)], dim=0)
+        return torch.cat([self._both_directions(part) for part in sequences.split(group, dim=1)], dim=1)

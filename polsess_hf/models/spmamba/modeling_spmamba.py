@@ -145,13 +145,13 @@ class SPMambaGridNetBlock(nn.Module):
     def _sequence_path(self, hidden: torch.Tensor, norm, mamba, linear) -> torch.Tensor:
         """BiMamba along the last axis of ``hidden`` ``(batch, emb_dim, rows, length)`` (each row is a sequence of
         ``length`` positions), plus the residual. Tokens are windows of ``emb_ks`` positions × ``emb_dim`` channels,
-        feature index ``channel·emb_ks + k`` (``F.unfold``'s order)."""
+        feature index ``channel·emb_ks + k`` (``F.unfold``'s order), laid out time-major for the Mamba blocks."""
         batch, channels, rows, length = hidden.shape
-        normed = norm(hidden).permute(0, 2, 3, 1)  # (batch, rows, length, channels)
-        windows = normed.unfold(2, self.emb_ks, self.emb_hs)  # (batch, rows, n_windows, channels, emb_ks)
-        tokens = windows.reshape(batch * rows, windows.shape[2], channels * self.emb_ks)
-        features = mamba(tokens)  # (batch·rows, n_windows, 2·channels·emb_ks)
-        out = linear(features.transpose(1, 2))  # (batch·rows, channels, length)
+        windows = norm(hidden).unfold(3, self.emb_ks, self.emb_hs)  # (batch, channels, rows, n_windows, emb_ks)
+        n_windows = windows.shape[3]
+        tokens = windows.permute(3, 0, 2, 1, 4).reshape(n_windows, batch * rows, channels * self.emb_ks)
+        features = mamba(tokens)  # (n_windows, batch·rows, 2·channels·emb_ks)
+        out = linear(features.permute(1, 2, 0))  # (batch·rows, channels, length)
         return out.view(batch, rows, channels, length).transpose(1, 2) + hidden
 
     def _attention(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,8 @@ TOLERANCE = 1e-5  # max |chunked − reference| / max |reference|, for the outpu
 
 
 def _scan_inputs(batch, length, d_inner, d_state, delta_mean, delta_spread=0.5, seed=0):
-    """Random scan arguments; A spread around mamba_ssm's init −(1…N), Δ = softplus(δ + b) around e^delta_mean."""
+    """Random time-major scan arguments; A spread around mamba_ssm's init −(1…N), Δ = softplus(δ + b) around
+    e^delta_mean."""
     generator = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
@@ -33,13 +34,13 @@ def _scan_inputs(batch, length, d_inner, d_state, delta_mean, delta_spread=0.5, 
 
     A = -torch.exp(torch.log(torch.arange(1, d_state + 1.0)) + 0.5 * randn(d_inner, d_state))
     return dict(
-        u=randn(batch, length, d_inner),
-        delta=randn(batch, length, d_inner) * delta_spread + delta_mean,
+        u=randn(length, batch, d_inner),
+        delta=randn(length, batch, d_inner) * delta_spread + delta_mean,
         A=A,
-        B=randn(batch, length, d_state),
-        C=randn(batch, length, d_state),
+        B=randn(length, batch, d_state),
+        C=randn(length, batch, d_state),
         D=randn(d_inner),
-        z=randn(batch, length, d_inner),
+        z=randn(length, batch, d_inner),
         delta_bias=0.3 * randn(d_inner),
     )
 
@@ -116,7 +117,7 @@ def test_parallel_form_falls_back_exactly_when_decay_is_too_large():
 
 def test_default_plan_at_thesis_size_equals_reference():
     """The real shapes (d_inner 256, d_state 16) with the default chunk/tile plan."""
-    inputs = _scan_inputs(batch=66, length=10, d_inner=256, d_state=16, delta_mean=-3.0, seed=3)  # 2 tiles
+    inputs = _scan_inputs(batch=66, length=10, d_inner=256, d_state=16, delta_mean=-3.0, seed=3)  # 3 tiles of 22
     _assert_matches_reference(inputs)
 
 
@@ -151,7 +152,7 @@ def test_mixer_backends_share_weights_and_agree(backend):
     torch.manual_seed(0)
     mixer = MambaMixer(d_model=16, d_state=8, d_conv=4, expand=2, backend="reference")
     mixer.reset_mamba_parameters()
-    hidden = torch.randn(3, 37, 16, requires_grad=True)
+    hidden = torch.randn(37, 3, 16, requires_grad=True)
     expected = mixer(hidden)
     expected_grad = torch.autograd.grad(expected.square().sum(), [hidden, *mixer.parameters()])
     mixer.backend = backend
@@ -182,9 +183,10 @@ def test_mixer_parameter_names_and_shapes_are_mamba_ssm_s():
 def test_mixer_causal_conv_equals_mamba_ssm_conv1d():
     torch.manual_seed(0)
     mixer = MambaMixer(d_model=8, d_state=4, d_conv=4, expand=2)
-    x = torch.randn(2, 11, 16)
-    expected = mixer.conv1d(x.transpose(1, 2))[..., :11].transpose(1, 2)  # mamba_ssm: conv1d(x)[..., :seqlen]
-    torch.testing.assert_close(mixer.causal_conv(x), expected, rtol=1e-6, atol=1e-6)
+    for length in (11, 2):  # also shorter than the kernel
+        x = torch.randn(length, 2, 16)
+        expected = mixer.conv1d(x.permute(1, 2, 0))[..., :length].permute(2, 0, 1)  # mamba_ssm: conv1d(x)[..., :L]
+        torch.testing.assert_close(mixer.causal_conv(x), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_mamba_init_follows_mamba_ssm():
@@ -201,11 +203,11 @@ def test_mamba_init_follows_mamba_ssm():
 def test_bidirectional_groups_do_not_change_the_result():
     torch.manual_seed(0)
     block = BidirectionalMamba(d_model=8, d_state=4, expand=2, backend="torch")
-    sequences = torch.randn(10, 9, 8)
+    sequences = torch.randn(9, 10, 8)
     whole = block(sequences)
     block.max_tokens = 20  # 2 sequences per group
     torch.testing.assert_close(block(sequences), whole, rtol=1e-6, atol=1e-6)
-    assert whole.shape == (10, 9, 16)
+    assert whole.shape == (9, 10, 16)
 
 
 def test_auto_backend_on_cpu_is_torch_and_never_imports_mamba_ssm(monkeypatch):
@@ -217,7 +219,7 @@ def test_auto_backend_on_cpu_is_torch_and_never_imports_mamba_ssm(monkeypatch):
     mixer = MambaMixer(d_model=8, d_state=4, expand=2, backend="auto")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback warning on CPU: "auto" means torch there, silently
-        mixer(torch.randn(1, 5, 8))
+        mixer(torch.randn(5, 1, 8))
     assert "mamba_ssm" not in sys.modules
     assert not mamba_mixer._MAMBA_SSM_TRIED  # not even attempted
 
