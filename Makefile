@@ -6,10 +6,6 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# SPMamba (issue 3) is still in progress: its test folder had one failing test when the first session ended and
-# its run time is not yet measured, so CI leaves it out until the next session fixes it (see the issue's notes).
-# `make test-spmamba` runs it.
-CI_EXCLUDE ?= --ignore=tests/models/spmamba
 
 .PHONY: install test test-spmamba test-fast demo bench bench-deps clean help
 
@@ -33,13 +29,13 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: install
-	$(PY) -m pytest $(CI_EXCLUDE) $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-spmamba: install
 	$(PY) -m pytest tests/models/spmamba $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow" $(CI_EXCLUDE) $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench-deps: install
 	# Second reference for the benchmarks only; never a dependency of the package.

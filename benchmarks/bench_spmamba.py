@@ -118,17 +118,18 @@ def _alternate(runs: dict, repeats: int, cap_bytes=None) -> dict:
 
 
 def lean_sequential_scan(u, delta, A, B, C, D, z, delta_bias):
-    """One step at a time, computing exp(Δ_t·A) per step (no (batch, length, d_inner, d_state) tensors)."""
+    """One step at a time, computing exp(Δ_t·A) per step (no (batch, length, d_inner, d_state) tensors);
+    time-major arguments like the backends'."""
     import torch
     import torch.nn.functional as F
 
     dt = F.softplus(delta + delta_bias)
-    state = u.new_zeros(u.shape[0], A.shape[0], A.shape[1])
+    state = u.new_zeros(u.shape[1], A.shape[0], A.shape[1])
     outputs = []
-    for t in range(u.shape[1]):
-        state = torch.exp(dt[:, t, :, None] * A) * state + (dt[:, t] * u[:, t])[:, :, None] * B[:, t, None, :]
-        outputs.append(torch.einsum("bdn,bn->bd", state, C[:, t]))
-    return (torch.stack(outputs, 1) + u * D) * F.silu(z)
+    for t in range(u.shape[0]):
+        state = torch.exp(dt[t, :, :, None] * A) * state + (dt[t] * u[t])[:, :, None] * B[t, :, None, :]
+        outputs.append(torch.einsum("bdn,bn->bd", state, C[t]))
+    return (torch.stack(outputs, 0) + u * D) * F.silu(z)
 
 
 def case_scan(spec: dict) -> dict:
@@ -138,14 +139,14 @@ def case_scan(spec: dict) -> dict:
 
     batch, length, d_inner, d_state = spec["batch"], spec["length"], spec["d_inner"], spec["d_state"]
     generator = torch.Generator().manual_seed(0)
-    inputs = dict(
-        u=torch.randn(batch, length, d_inner, generator=generator),
-        delta=torch.randn(batch, length, d_inner, generator=generator) * 0.5 - 3,
+    inputs = dict(  # time-major, as the backends take them
+        u=torch.randn(length, batch, d_inner, generator=generator),
+        delta=torch.randn(length, batch, d_inner, generator=generator) * 0.5 - 3,
         A=-torch.arange(1, d_state + 1.0).repeat(d_inner, 1),
-        B=torch.randn(batch, length, d_state, generator=generator),
-        C=torch.randn(batch, length, d_state, generator=generator),
+        B=torch.randn(length, batch, d_state, generator=generator),
+        C=torch.randn(length, batch, d_state, generator=generator),
         D=torch.ones(d_inner),
-        z=torch.randn(batch, length, d_inner, generator=generator),
+        z=torch.randn(length, batch, d_inner, generator=generator),
         delta_bias=torch.zeros(d_inner),
     )
     scans = {"torch": selective_scan_chunked, "reference": selective_scan_reference, "lean_sequential": lean_sequential_scan}

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -83,24 +82,42 @@ def test_per_variant_validation_and_results_in_process(tmp_path, mini_root):
     assert on_disk["best_metric"] == pytest.approx(results["best_metric"])
 
 
+# The victim runs the real runner in a subprocess and SIGKILLs itself as its 6th optimizer step begins (mid epoch 2,
+# after checkpoint-4 was written): a deterministic kill point, independent of how fast the machine is.
+_VICTIM = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from polsess_hf.training.trainer import SeparationTrainer
+from polsess_hf.training.runner import main
+
+_step = SeparationTrainer.training_step
+_calls = [0]
+
+def training_step(self, *args, **kwargs):
+    _calls[0] += 1
+    if _calls[0] == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _step(self, *args, **kwargs)
+
+SeparationTrainer.training_step = training_step
+main(sys.argv[1:])
+"""
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, mini_root):
     uninterrupted = _run(_write_config(tmp_path / "a.yaml", mini_root, tmp_path / "a"))
     killed_config = _write_config(tmp_path / "b.yaml", mini_root, tmp_path / "b")
-    victim = _run(killed_config)
-    # 8 rows / batch 2 = 4 steps per epoch: checkpoint-4 is epoch 1; its separation_state.json is written last.
-    marker = tmp_path / "b" / "checkpoint-4" / "separation_state.json"
-    deadline = time.time() + 300
-    while not marker.exists():
-        assert victim.poll() is None, victim.communicate()[0][-3000:]
-        assert time.time() < deadline, "the run never wrote its first checkpoint"
-        time.sleep(0.05)
-    time.sleep(0.3)  # into epoch 2
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert victim.returncode == -signal.SIGKILL
+    victim_script = tmp_path / "victim.py"
+    victim_script.write_text(_VICTIM.format(repo=str(REPO)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    victim = subprocess.run([sys.executable, str(victim_script), str(killed_config)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert victim.returncode == -signal.SIGKILL, victim.stdout[-3000:]
+    # 8 rows / batch 2 = 4 steps per epoch: checkpoint-4 is epoch 1; nothing after it was written.
+    assert (tmp_path / "b" / "checkpoint-4" / "separation_state.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-4"]
     assert not (tmp_path / "b" / "results.json").exists()
-    assert not (tmp_path / "b" / "checkpoint-12").exists()
 
     _finish(_run(killed_config, "--resume_from_checkpoint", "last"))
     _finish(uninterrupted)

@@ -173,16 +173,20 @@ def _forward_steps(dt, v, B, C, rows, steps: range, A2, state, y, states_out=Non
     """Advance ``state`` ``(tile, d_state, d_inner)`` over ``steps`` one step at a time, writing ``y[t, rows]`` if
     ``y`` is given and every state/decay if ``states_out``/``decays_out`` ``(n, tile, d_state, d_inner)`` are. Returns
     the last state (``state`` itself may be reused as a buffer when ``states_out`` is None)."""
+    # Broadcast-ready views of the tile, made once: a step then indexes them (one cheap op each).
+    dt_rows, v_rows = dt[:, rows].unsqueeze(2), v[:, rows].unsqueeze(2)  # (seq_len, tile, 1, d_inner)
+    B_rows, C_rows = B[:, rows].unsqueeze(-1), C[:, rows].unsqueeze(2)  # (seq_len, tile, d_state, 1), (…, 1, d_state)
+    y_rows = None if y is None else y[:, rows].unsqueeze(2)  # (seq_len, tile, 1, d_inner)
     decay = torch.empty_like(state) if decays_out is None else None
     spare = torch.empty_like(state) if states_out is None else None
     for index, t in enumerate(steps):
         step_decay = decay if decays_out is None else decays_out[index]
-        torch.mul(dt[t, rows].unsqueeze(1), A2, out=step_decay).exp2_()  # exp2(Δ·A·log2 e) = exp(Δ·A), cheaper
+        torch.mul(dt_rows[t], A2, out=step_decay).exp2_()  # exp2(Δ·A·log2 e) = exp(Δ·A), and exp2 is cheaper
         new_state = spare if states_out is None else states_out[index]
         torch.mul(step_decay, state, out=new_state)
-        new_state.addcmul_(B[t, rows].unsqueeze(-1), v[t, rows].unsqueeze(1))  # + B_t ⊗ Δ_t·u_t
-        if y is not None:
-            torch.matmul(C[t, rows].unsqueeze(1), new_state, out=y[t, rows].unsqueeze(1))  # Σ_n C_t[n]·s_t[n, :]
+        new_state.addcmul_(B_rows[t], v_rows[t])  # + B_t ⊗ Δ_t·u_t
+        if y_rows is not None:
+            torch.matmul(C_rows[t], new_state, out=y_rows[t])  # y_t = Σ_n C_t[n]·s_t[n, :]
         if states_out is None:
             spare, state = state, new_state
         else:
@@ -230,20 +234,24 @@ def _backward_steps(dt, v, B, C, rows, steps: range, A2, At, state, grad_y, carr
     states = state.new_empty((n, *state.shape))
     decays = torch.empty_like(states)
     _forward_steps(dt, v, B, C, rows, steps, A2, state, None, states_out=states, decays_out=decays)
+    dt_rows, v_rows = dt[:, rows].unsqueeze(2), v[:, rows].unsqueeze(-1)  # (…, 1, d_inner), (…, d_inner, 1)
+    B_rows, C_rows = B[:, rows].unsqueeze(2), C[:, rows].unsqueeze(-1)  # (…, 1, d_state), (…, d_state, 1)
+    gy_rows, gy_column = grad_y[:, rows].unsqueeze(2), grad_y[:, rows].unsqueeze(-1)
+    grad_C_rows, grad_B_rows = grad_C[:, rows].unsqueeze(-1), grad_B[:, rows].unsqueeze(-1)
+    grad_v_rows, grad_dt_rows = grad_v[:, rows].unsqueeze(2), grad_dt[:, rows]
     adjoint = torch.empty_like(state)
     grad_decay = torch.empty_like(state)
     for index in reversed(range(n)):
         t = steps[index]
-        gy = grad_y[t, rows]
-        torch.addcmul(carry, C[t, rows].unsqueeze(-1), gy.unsqueeze(1), out=adjoint)  # h_t
-        torch.matmul(states[index], gy.unsqueeze(-1), out=grad_C[t, rows].unsqueeze(-1))  # Σ_d ḡ_t·s_t
-        torch.matmul(B[t, rows].unsqueeze(1), adjoint, out=grad_v[t, rows].unsqueeze(1))  # Σ_n h_t·B_t
-        torch.matmul(adjoint, v[t, rows].unsqueeze(-1), out=grad_B[t, rows].unsqueeze(-1))  # Σ_d h_t·v_t
+        torch.addcmul(carry, C_rows[t], gy_rows[t], out=adjoint)  # h_t = C_t ⊗ ḡ_t + ∂L/∂s_t from later steps
+        torch.matmul(states[index], gy_column[t], out=grad_C_rows[t])  # Σ_d ḡ_t·s_t
+        torch.matmul(B_rows[t], adjoint, out=grad_v_rows[t])  # Σ_n h_t·B_t
+        torch.matmul(adjoint, v_rows[t], out=grad_B_rows[t])  # Σ_d h_t·v_t
         torch.mul(decays[index], adjoint, out=carry)  # ∂L/∂s_{t−1} = e^{a_t}·h_t
         previous = states[index - 1] if index > 0 else state
         torch.mul(carry, previous, out=grad_decay)  # ∂L/∂a_t = h_t·e^{a_t}·s_{t−1}, a_t = Δ_t·A
-        grad_A.addcmul_(grad_decay, dt[t, rows].unsqueeze(1))
-        torch.sum(grad_decay.mul_(At), dim=1, out=grad_dt[t, rows])
+        grad_A.addcmul_(grad_decay, dt_rows[t])
+        torch.sum(grad_decay.mul_(At), dim=1, out=grad_dt_rows[t])
     return carry
 
 
