@@ -285,7 +285,7 @@ def batch_mean(values: Sequence[float], batch_size: int) -> float:
 
 
 def _forward(model, inputs: torch.Tensor, device) -> torch.Tensor:
-    """Estimates ``(batch, n_src, time)`` on the CPU, one forward pass per group of equal-length items."""
+    """One fp32 forward pass: ``inputs`` ``(batch, time)`` → estimates ``(batch, n_src, time)`` on the CPU."""
     return model(input_values=inputs.to(device)).estimates.float().cpu()
 
 
@@ -578,6 +578,8 @@ def run(args: argparse.Namespace) -> tuple[EvaluationResult, dict[str, Path]]:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} was asked for but torch sees no CUDA device; use --device cpu or auto")
     if not args.no_pesq:
         require_pesq()
     if not args.no_stoi:

@@ -249,6 +249,9 @@ def test_clear_errors(tiny_model_dir, mini_root, cache_dir, libri_root, tmp_path
         main(_cli(wide, mini_root, out, cache_dir))
     with pytest.raises(SystemExit, match="no Libri2Mix folder .*wav16k/min/test/mix_clean"):
         main(_cli(wide, libri_root, out, cache_dir))
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="--device cuda was asked for but torch sees no CUDA device"):
+            main(_cli(tiny_model_dir, mini_root, out, cache_dir, "--device", "cuda"))
     monkeypatch.setitem(sys.modules, "pesq", None)
     with pytest.raises(SystemExit, match="PESQ needs the 'pesq' package.*--no-pesq"):
         main(_cli(tiny_model_dir, mini_root, out, cache_dir))
