@@ -228,6 +228,11 @@ class SeparationTrainingArguments(TrainingArguments):
             self.metric_for_best_model = "si_sdr"
         if self.report_to in ("none", "None", None):
             self.report_to = "none"
+        if self.dataloader_pin_memory:
+            import torch
+
+            # Pinned memory only helps host→GPU copies; without a GPU, torch warns at every DataLoader.
+            self.dataloader_pin_memory = torch.cuda.is_available()
         super().__post_init__()
 
     def resolve_precision(self, model_type: str, cuda: bool) -> str:

@@ -214,11 +214,25 @@ def run(model_args, data_args, training_args) -> dict[str, Any]:
             + f"best model: {best_dir}\nresults: {output_dir / RESULTS_NAME}",
             training_args,
         )
+    _finish_wandb(training_args, results)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # End every rank together (a rank can abort at exit otherwise, environment.md).
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return results
+
+
+def _finish_wandb(training_args, results: dict[str, Any]) -> None:
+    """Put the run's result in the W&B summary and close the run: the Trainer's callback leaves it open, so its
+    summary would never be written (offline runs) and a second run in the same process would log into it."""
+    if "wandb" not in (training_args.report_to or []) or training_args.process_index != 0:
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.run.summary.update({f"best/{results['best_metric_name']}": results["best_metric"],
+                                  "best/epoch": results["best_epoch"]})
+        wandb.finish()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
