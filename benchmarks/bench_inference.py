@@ -7,9 +7,10 @@ Every (model, case) runs in its own Python process, so peak memory is that case'
   (4 s chunks, 1 s overlap, batch 1): wall time, real-time factor (RTF = wall / D) and memory. D = 60 s and 600 s
   (``--quick``: 8 s and 24 s), after a warm-up call on one 4 s chunk (not timed). Memory is sampled every 2 ms:
   ``peak above loaded`` is the peak RSS during warm-up and call minus the RSS just before them, with the model and
-  the audio already loaded (i.e. what separating costs beyond the loaded audio). Part of it necessarily grows with the length: the O(T) arrays separate() holds (downmixed
-  input, 8 kHz mixture, 8 kHz stitched output, output at the input rate) — ``length buffers`` gives their size and
-  ``working`` = peak above loaded − length buffers is what must not grow with the length.
+  the audio already loaded (i.e. what separating costs beyond the loaded audio). Part of it necessarily grows
+  with the length: the O(T) arrays separate() holds (downmixed input, 8 kHz mixture, 8 kHz stitched output, output
+  at the input rate) — ``length buffers`` gives their size and ``working`` = peak above loaded − length buffers is
+  what must not grow with the length.
 * ``quality`` — 60 s (``--quick``: 12 s) of mini-corpus test mixtures (15 rows of 4 s at 8 kHz, the unmodified
   mix, concatenated) separated in one pass and with the default chunking; each 4 s row is scored against its two
   dry speakers (zero-mean SI-SDR, best permutation per row) and the row means are averaged. ``Δ`` = single-pass −
@@ -131,7 +132,8 @@ def worker(spec: dict) -> dict:
         seconds = spec["seconds"]
         audio = _stereo_16k(mixtures, seconds)
         del mixtures, speakers
-        n_in, n_model, n_src = audio.shape[1], int(np.ceil(audio.shape[1] * model.config.sampling_rate / INPUT_RATE)), model.config.n_src
+        n_src, n_in = model.config.n_src, audio.shape[1]
+        n_model = int(np.ceil(n_in * model.config.sampling_rate / INPUT_RATE))
         with PeakMemory() as memory:
             separate(model, audio[:, : int(DEFAULT_CHUNK_SECONDS * INPUT_RATE)], INPUT_RATE)  # warm-up: one chunk
             start = time.perf_counter()
@@ -247,7 +249,8 @@ def format_table(table: list[dict], short: float, long: float) -> str:
             f"{number(l.get('rtf'), '.3f')} | {number(l.get('wall_s'), '.1f')} | "
             f"{number(s.get('peak_above_loaded_gb'), '.3f')} / {number(l.get('peak_above_loaded_gb'), '.3f')} | "
             f"{number(s.get('working_gb'), '.3f')} / {number(l.get('working_gb'), '.3f')} | "
-            f"{number(q.get('single_db'), '.2f')} / {number(q.get('chunked_db'), '.2f')} | {number(q.get('delta_db'), '+.2f')} |"
+            f"{number(q.get('single_db'), '.2f')} / {number(q.get('chunked_db'), '.2f')} | "
+            f"{number(q.get('delta_db'), '+.2f')} |"
             + (f" errors: {errors}" if errors else "")
         )
     return "\n".join(out)
@@ -281,7 +284,8 @@ def main(argv=None) -> None:
                   "corpus": str(corpus), "quality_rows": quality_rows}
         specs = []
         if "speed" in args.cases:
-            specs += [{**common, "case": "speed", "seconds": seconds, "seconds_requested": seconds} for seconds in (short, long)]
+            specs += [{**common, "case": "speed", "seconds": seconds, "seconds_requested": seconds}
+                      for seconds in (short, long)]
         if "quality" in args.cases:
             specs.append({**common, "case": "quality"})
         for spec in specs:
@@ -304,7 +308,8 @@ def main(argv=None) -> None:
     meta = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
             "quick": args.quick, "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "threads": args.threads, "python": platform.python_version(), "torch": torch.__version__,
-            "chunking": {"chunk_seconds": DEFAULT_CHUNK_SECONDS, "overlap_seconds": DEFAULT_OVERLAP_SECONDS, "batch_size": 1}, "input_rate": INPUT_RATE}
+            "chunking": {"chunk_seconds": DEFAULT_CHUNK_SECONDS, "overlap_seconds": DEFAULT_OVERLAP_SECONDS,
+                         "batch_size": 1}, "input_rate": INPUT_RATE}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "summary": table, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")

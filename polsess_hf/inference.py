@@ -349,7 +349,8 @@ def separate(
             raise ValueError(f"`chunk_seconds` must be a positive number of seconds or None, got {chunk_seconds!r}")
         if not (isinstance(overlap, (int, float)) and 0 < overlap <= chunk_seconds / 2):
             raise ValueError(
-                f"`overlap` must be in (0, chunk_seconds / 2] = (0, {chunk_seconds / 2:g}] seconds, got overlap={overlap!r}"
+                f"`overlap` must be in (0, chunk_seconds / 2] = (0, {chunk_seconds / 2:g}] seconds, "
+                f"got overlap={overlap!r}"
             )
     mono, input_rate = _to_mono(audio, sampling_rate, model_rate)
     input_length = mono.shape[0]
@@ -395,7 +396,8 @@ def _write_sources(sources: np.ndarray, rate: int, out_dir: Path, name: str, sub
         peak = float(np.abs(sources).max())
         if peak >= 1.0:
             sources = sources * (0.99 / peak)
-            print(f"note: {name}: peak {peak:.2f} would clip in 16-bit PCM; scaled by {0.99 / peak:.3f}", file=sys.stderr)
+            print(f"note: {name}: peak {peak:.2f} would clip in 16-bit PCM; scaled by {0.99 / peak:.3f}",
+                  file=sys.stderr)
     paths = []
     for index, source in enumerate(sources, start=1):
         path = out_dir / f"{name}_spk{index}.wav"
