@@ -332,8 +332,10 @@ def write_report(config: HPOConfig, storage=None, out_dir: Optional[Path] = None
         groups.append(("all stages", pooled, next(iter(spaces.values()))))
     for name, chosen, space in groups:
         for entry in correlations(chosen, space):
-            pearson = f"{_fmt(entry['pearson'], 3)} ({_fmt(entry['pearson_p'], 2)})" if entry["pearson"] is not None else "n/a"
-            spearman = f"{_fmt(entry['spearman'], 3)} ({_fmt(entry['spearman_p'], 2)})" if entry["spearman"] is not None else "n/a"
+            pearson, spearman = (
+                f"{_fmt(entry[name], 3)} ({_fmt(entry[name + '_p'], 2)})" if entry[name] is not None else "n/a"
+                for name in ("pearson", "spearman")
+            )
             lines.append(f"| {name} | {entry['param']} ({entry['scale']}) | {entry['n']} | {pearson} | {spearman} |")
 
     lines += ["", "## Parameter importance (Optuna)", ""]
@@ -352,7 +354,8 @@ def write_report(config: HPOConfig, storage=None, out_dir: Optional[Path] = None
                   f"From {selection['from_stages']}: top_k {selection['top_k']}, min_distance "
                   f"{selection['min_distance']} (RMS over parameters of normalised, log-aware coordinates)"
                   + (f", max_rank {selection['max_rank']}" if selection.get("max_rank") else "") + ".", "",
-                  "| # | trial | search score (dB) | distance to nearest earlier | hyperparameters |", "|---|---|---|---|---|"]
+                  "| # | trial | search score (dB) | distance to nearest earlier | hyperparameters |",
+                  "|---|---|---|---|---|"]
         for i, chosen in enumerate(selection["chosen"], start=1):
             lines.append(f"| {i} | {chosen['key']} | {_fmt(chosen['score'])} | {_fmt(chosen['min_distance'], 3)} | "
                          f"{_params_text(chosen['params'])} |")
@@ -365,7 +368,8 @@ def write_report(config: HPOConfig, storage=None, out_dir: Optional[Path] = None
             lines += ["", "## Multi-seed validation", "",
                       f"{config.validation.train_max_samples or 'all'} training rows, {config.validation.num_train_epochs} "
                       f"epochs, seeds {config.validation.seeds}; mean ± sample std (ddof 1).", "",
-                      "| rank | configuration | search score (dB) | seed scores (dB) | mean ± std (dB) |", "|---|---|---|---|---|"]
+                      "| rank | configuration | search score (dB) | seed scores (dB) | mean ± std (dB) |",
+                      "|---|---|---|---|---|"]
             for rank, row in enumerate(results["rows"], start=1):
                 seeds = ", ".join(f"{s}: {v:.3f}" for s, v in zip(row["seeds"], row["scores"]))
                 lines.append(f"| {rank} | {row['key']} | {_fmt(row['search_score'])} | {seeds} | "
@@ -386,8 +390,8 @@ def _params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in params.items())
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Path:
-    """``polsess-analyze-hpo CONFIG.yaml [--output-dir DIR] [--storage URL] [--out REPORT_DIR]``."""
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``polsess-analyze-hpo CONFIG.yaml [--output-dir DIR] [--storage URL] [--out REPORT_DIR]``; returns 0."""
     parser = argparse.ArgumentParser(prog="polsess-analyze-hpo",
                                      description="Write the report (CSV, Markdown summary, figures) of an HPO study.")
     parser.add_argument("config", help="the study YAML the search ran with")
@@ -397,11 +401,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     parser.add_argument("--out", help="report folder (default <output_dir>/report)")
     args = parser.parse_args(argv)
     config = load_hpo_config(args.config, output_dir=args.output_dir, storage=args.storage, study_name=args.study_name)
-    if not config.storage_url().startswith("journal:") and config.storage_url().startswith("sqlite:///"):
+    if config.storage_url().startswith("sqlite:///"):
         database = Path(config.storage_url()[len("sqlite:///"):])
         if not database.is_file():
             raise FileNotFoundError(f"no study database at {database}: run polsess-hpo {args.config} first, or pass "
                                     "--output-dir/--storage")
     folder = write_report(config, out_dir=Path(args.out) if args.out else None)
     print(f"report: {folder / 'summary.md'}")
-    return folder
+    return 0

@@ -21,7 +21,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 import yaml
 from transformers import TrainerCallback
@@ -182,7 +182,8 @@ def train_trial(
     config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
     model_args, data_args, training_args = parse_config(config_path)
 
-    precision = training_args.resolve_precision(model_args.model_type, torch.cuda.is_available() and not training_args.use_cpu)
+    cuda = torch.cuda.is_available() and not training_args.use_cpu
+    precision = training_args.resolve_precision(model_args.model_type, cuda)
     training_args.fp16 = precision == "fp16"
     training_args.bf16 = precision == "bf16"
     training_args.mixed_precision = precision

@@ -143,7 +143,7 @@ def _work(study: optuna.Study, objective: Callable, target: int, config: HPOConf
           before_trial: Optional[Callable[[list], None]] = None) -> None:
     """Run trials of ``study`` until it has ``target`` finished ones (shared with any other worker)."""
     callback = retry_callback(config.study.max_retry)
-    waiting_since = None
+    announced = False  # the "waiting for other workers" line, once per wait
     while True:
         fail_dead_local_trials(study, callback)
         trials = study.get_trials(deepcopy=False)
@@ -151,16 +151,18 @@ def _work(study: optuna.Study, objective: Callable, target: int, config: HPOConf
             before_trial(trials)
             trials = study.get_trials(deepcopy=False)
         finished = _finished_count(trials)
-        if finished >= target:
-            return
         running = [t.number for t in trials if t.state == TrialState.RUNNING]
         queued = sum(t.state == TrialState.WAITING for t in trials)
+        if finished >= target and not queued:
+            return
+        # Queued trials left when the target is met (two workers enqueued the same validation run, or a retry
+        # lost its slot) are drained: each ends at once as surplus, so no stale queue outlives the stage.
         if queued or finished + len(running) < target:
-            waiting_since = None
+            announced = False
             study.optimize(objective, n_trials=1, catch=(SurplusTrial,))  # accelerate collects garbage after each run
             continue
-        if waiting_since is None:
-            waiting_since = time.time()
+        if not announced:
+            announced = True
             print(f"{label}{finished}/{target} finished; waiting for trial(s) {running} of other workers", flush=True)
         time.sleep(config.study.poll_interval)
 
@@ -243,6 +245,13 @@ def validation_selection(config: HPOConfig, storage) -> dict[str, Any]:
     study = _open_study(config, storage, "validation")
     stored = study.user_attrs.get(SELECTION_ATTR)
     if stored is not None:
+        settings = {"top_k": validation.top_k, "min_distance": validation.min_distance,
+                    "max_rank": validation.max_rank, "from_stages": validation.from_stages}
+        if any(stored.get(key) != value for key, value in settings.items()):
+            raise ValueError(
+                f"validation settings {settings} differ from those study {study.study_name!r} chose its "
+                f"configurations with ({ {k: stored.get(k) for k in settings} }); use a new study name or output folder"
+            )
         return stored
     spaces, candidates = [], []
     for stage_name in validation.from_stages:
@@ -389,8 +398,9 @@ def run_study(config: HPOConfig, *, report: bool = True, fail_running: bool = Fa
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """``polsess-hpo CONFIG.yaml [--output-dir DIR] [--storage URL] [--study-name NAME] [--fail-running]``."""
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``polsess-hpo CONFIG.yaml [--output-dir DIR] [--storage URL] [--study-name NAME] [--fail-running]``;
+    returns the exit status (0). :func:`run_study` returns the results."""
     parser = argparse.ArgumentParser(
         prog="polsess-hpo",
         description="Progressive data-scaling hyperparameter search (Optuna): stages on growing subsets, pruning "
@@ -408,4 +418,5 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     config = load_hpo_config(args.config, output_dir=args.output_dir, storage=args.storage, study_name=args.study_name)
-    return run_study(config, report=not args.no_report, fail_running=args.fail_running)
+    run_study(config, report=not args.no_report, fail_running=args.fail_running)
+    return 0

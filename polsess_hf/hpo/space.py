@@ -172,9 +172,10 @@ class ParamSpec:
         """A short human form: ``[1e-05, 0.01] log``, ``{2..6}``, ``{LSTM, GRU}``."""
         if self.kind == "categorical":
             return "{" + ", ".join(map(str, self.choices)) + "}"
+        suffix = (" log" if self.log else "") + (f" step {self.step}" if self.step else "")
         if self.kind == "int":
-            return f"{{{self.low}..{self.high}}}" + (" log" if self.log else "") + (f" step {self.step}" if self.step else "")
-        return f"[{self.low:.4g}, {self.high:.4g}]" + (" log" if self.log else "") + (f" step {self.step}" if self.step else "")
+            return f"{{{self.low}..{self.high}}}" + suffix
+        return f"[{self.low:.4g}, {self.high:.4g}]" + suffix
 
     # --- Optuna ------------------------------------------------------------------------------------------------
     def distribution(self) -> optuna.distributions.BaseDistribution:
@@ -182,7 +183,8 @@ class ParamSpec:
         if self.kind == "categorical":
             return optuna.distributions.CategoricalDistribution(list(self.choices))
         if self.kind == "int":
-            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log,
+                                                        step=int(self.step or 1))
         return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> Any:

@@ -124,3 +124,28 @@ def test_samplers_and_pruners():
     patient = make_pruner({"type": "median", "patience": 2}, 10)
     assert isinstance(patient, optuna.pruners.PatientPruner)
     assert isinstance(make_pruner({"type": "none"}, 5), optuna.pruners.NopPruner)
+
+
+def test_a_stored_space_guards_against_an_edited_config(tmp_path):
+    """The space a stage ran with is stored in its study; a resumed run with a different space is refused."""
+    from polsess_hf.hpo.search import stage_space
+    from polsess_hf.hpo.storage import make_storage
+
+    config = parse_hpo_config(_with("study.output_dir", str(tmp_path / "out")))
+    storage = make_storage(config.storage_url())
+    first = stage_space(config, storage, config.stages[0])
+    assert first.to_config() == config.stages[0].space.to_config()
+    assert stage_space(config, storage, config.stages[0]).to_config() == first.to_config()  # read back
+    edited = parse_hpo_config(_with("stages.0.space", {"learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}))
+    edited.study.output_dir = tmp_path / "out"
+    with pytest.raises(ValueError, match="differs from the one study 't.s1' was run with"):
+        stage_space(edited, storage, edited.stages[0])
+
+
+def test_analyze_without_a_study_says_so(tmp_path):
+    from polsess_hf.hpo.analysis import main
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    with pytest.raises(FileNotFoundError, match="no study database"):
+        main([str(path), "--output-dir", str(tmp_path / "nothing")])

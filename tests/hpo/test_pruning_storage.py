@@ -96,6 +96,7 @@ def test_claim_slot_lets_exactly_target_trials_run():
     _claim_slot(study, fourth, 2)
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_a_dead_local_workers_trial_is_failed_and_requeued_with_its_epochs(tmp_path, kind):
     url = f"sqlite:///{tmp_path / 'db' / 'study.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'j' / 'study.log'}"

@@ -176,7 +176,7 @@ main(sys.argv[1:])
 
 
 def test_killed_study_resumes_by_running_the_same_command(tmp_path, small_root):
-    from polsess_hf.hpo.objective import train_trial, trial_config
+    from polsess_hf.hpo.objective import train_trial
 
     output = tmp_path / "out"
     config_path = _small_study(tmp_path / "small.yaml", small_root, output, n_trials=3, epochs=3)
