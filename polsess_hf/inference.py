@@ -63,12 +63,10 @@ def load_separator(model, *, device: Optional[Union[str, torch.device]] = None):
     A loaded model must carry ``config.sampling_rate`` and ``config.n_src`` (every polsess_hf separator does).
     """
     if isinstance(model, (str, os.PathLike)):
-        from transformers import AutoModel
-
-        from . import models  # noqa: F401  (registers the architectures with AutoModel)
+        from .pretrained import load_pretrained_separator
 
         try:
-            model = AutoModel.from_pretrained(str(model))
+            model = load_pretrained_separator(model, device=device or "cpu")
         except (OSError, ValueError) as error:
             raise OSError(f"cannot load a separator from {str(model)!r} (a model folder or Hub id): {error}") from error
     if not isinstance(model, torch.nn.Module):

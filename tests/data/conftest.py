@@ -6,14 +6,13 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tiny_separator
 
 from polsess_hf.data.mini import make_mini_polsess  # noqa: E402
 
-N_TRAIN, N_VAL, N_TEST = 24, 8, 6
+from data_helpers import N_TEST, N_TRAIN, N_VAL  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -57,9 +56,3 @@ def corpus_copy(mini_root, tmp_path):
     return copy
 
 
-def read_f64(path) -> np.ndarray:
-    """Independent reference decoder: soundfile int16 → float64 / 32768."""
-    import soundfile as sf
-
-    data, _ = sf.read(str(path), dtype="int16")
-    return data.astype(np.float64) / 32768.0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import N_TEST, N_TRAIN, N_VAL, read_f64
+from data_helpers import N_TEST, N_TRAIN, N_VAL, read_f64
 from polsess_hf.data import load_polsess
 from polsess_hf.data.mini import FORK_COLUMNS, MIN_PITCH_RATIO, NUM_SAMPLES, main, make_mini_polsess
 from polsess_hf.data.variants import STEM_COLUMNS, STEM_FOLDERS

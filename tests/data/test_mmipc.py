@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import read_f64
+from data_helpers import read_f64
 from polsess_hf.data import load_polsess
 from polsess_hf.data.variants import INDOOR_VARIANTS, OUTDOOR_VARIANTS, STEMS
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import IdentitySeparator, numpy_si_sdr, save_tiny_model  # noqa: E402
+from evaluation_helpers import IdentitySeparator, numpy_si_sdr, save_tiny_model  # noqa: E402
 from polsess_hf.evaluation import (
     AVERAGE_ROW,
     POOLED_SET,

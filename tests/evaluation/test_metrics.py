@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import numpy_si_sdr, speech_like  # noqa: E402
+from evaluation_helpers import numpy_si_sdr, speech_like  # noqa: E402
 from polsess_hf import metrics
 from polsess_hf.metrics import (
     EVALUATE_METRIC_PATH,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import TINY_CONVTASNET  # noqa: E402
+from tiny_configs import TINY_CONVTASNET
 from polsess_hf.reports import config_value, find_runs, load_run, main, summarize_groups, write_report
 
 REPO = Path(__file__).resolve().parents[2]

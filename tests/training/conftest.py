@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-TINY_CONVTASNET = {"n_filters": 16, "bottleneck_channels": 16, "hidden_channels": 32, "n_blocks": 2, "n_repeats": 1}
+from tiny_configs import TINY_CONVTASNET  # noqa: F401  (re-exported for older imports)
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,7 @@ def _fake_trainer(repo_id: str):
 def _best_folder(tmp_path: Path) -> tuple[Path, dict, dict]:
     from polsess_hf.models import MODEL_CLASSES
 
-    from conftest import TINY_CONVTASNET
+    from tiny_configs import TINY_CONVTASNET
 
     config_class, model_class = MODEL_CLASSES["convtasnet"]
     best = tmp_path / "best"

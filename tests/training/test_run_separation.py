@@ -15,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import TINY_CONVTASNET  # noqa: E402
+from tiny_configs import TINY_CONVTASNET
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "run_separation.py"

@@ -20,7 +20,7 @@ from polsess_hf.training import (
     separation_loss,
 )
 
-from conftest import TINY_CONVTASNET  # noqa: E402  (tests/training is on sys.path via pytest rootdir insertion)
+from tiny_configs import TINY_CONVTASNET
 
 
 def _tiny_model(seed: int = 0, n_src: int = 2):

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from conftest import TINY_CONVTASNET  # noqa: E402
+from tiny_configs import TINY_CONVTASNET
 
 import wandb  # in the test extra: a missing wandb must fail here, not skip
 
