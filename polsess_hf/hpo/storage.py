@@ -81,10 +81,13 @@ def make_storage(url: str, *, heartbeat_interval: int = 60, grace_period: int = 
         try:
             with warnings.catch_warnings():  # heartbeat is "experimental" since Optuna 2.9; it detects dead hosts
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                storage = optuna.storages.RDBStorage(
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period, heartbeat_stale_trial_callback=retry_callback(max_retry),
                 )
+            if url.startswith("sqlite"):
+                _sqlite_immediate_transactions(storage.engine)
+            return storage
         except ImportError as error:  # a database driver (psycopg2, pymysql) that is not installed
             raise ImportError(f"storage {url!r} needs a database driver that is not installed: {error}") from error
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
@@ -97,6 +100,28 @@ def make_storage(url: str, *, heartbeat_interval: int = 60, grace_period: int = 
             raise ValueError(f"cannot open Optuna storage {url!r}: {error}. Use sqlite:///PATH, an Optuna RDB URL "
                              "(postgresql://...), or journal:PATH") from error
     raise AssertionError("unreachable")
+
+
+def _sqlite_immediate_transactions(engine) -> None:
+    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Why: Optuna claims a queued (WAITING) trial by reading its state and setting it RUNNING in one transaction
+    with ``SELECT ... FOR UPDATE``, which SQLite ignores; with SQLite's default deferred transactions two workers
+    can both read WAITING and both run the trial (seen in this package's two-worker test). Taking the lock at
+    BEGIN serialises those read-then-write steps, as the row lock does on PostgreSQL/MySQL. This is SQLAlchemy's
+    documented pysqlite recipe (pysqlite's own BEGIN handling off, ours emitted on "begin").
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection, connection_record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while creating the schema predate the listeners
 
 
 def worker_identity() -> dict[str, object]:

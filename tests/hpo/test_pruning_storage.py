@@ -3,6 +3,7 @@ the storage helpers (dead local workers' trials failed and re-queued, storage UR
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -180,3 +181,46 @@ def test_fail_running_marks_every_running_trial(tmp_path):
     running.suggest_int("n", 1, 3)
     assert fail_running_trials(study, retry_callback(1)) == [0]
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]
+
+
+# Two processes empty one queue of WAITING trials as fast as they can, the way workers claim retries and validation
+# runs. The storage module is loaded on its own (it needs only optuna) so the processes start in about a second.
+_POPPER = """
+import importlib.util, json, sys, time
+from pathlib import Path
+import optuna
+
+spec = importlib.util.spec_from_file_location("hpo_storage", {storage_module!r})
+storage_module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(storage_module)
+url, out, barrier = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+study = optuna.load_study(study_name="queue", storage=storage_module.make_storage(url))
+(barrier / out.name).touch()
+while len(list(barrier.iterdir())) < 2:
+    time.sleep(0.005)
+popped = []
+while (trial_id := study._pop_waiting_trial_id()) is not None:
+    popped.append(trial_id)
+out.write_text(json.dumps(popped))
+"""
+
+
+def test_two_processes_never_claim_the_same_queued_trial_on_sqlite(tmp_path):
+    """SQLite ignores Optuna's SELECT ... FOR UPDATE; without BEGIN IMMEDIATE this test saw 6-10 of 60 trials
+    claimed twice (both workers would run them)."""
+    import polsess_hf.hpo.storage as storage_module
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = optuna.create_study(study_name="queue", storage=make_storage(url))
+    for i in range(60):
+        study.enqueue_trial({}, user_attrs={"i": i})
+    script = tmp_path / "popper.py"
+    script.write_text(_POPPER.format(storage_module=storage_module.__file__))
+    (tmp_path / "barrier").mkdir()
+    outputs = [tmp_path / f"popped{k}.json" for k in range(2)]
+    workers = [subprocess.Popen([sys.executable, str(script), url, str(out), str(tmp_path / "barrier")])
+               for out in outputs]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0]
+    first, second = (set(json.loads(out.read_text())) for out in outputs)
+    assert not first & second
+    assert len(first | second) == 60

@@ -211,11 +211,40 @@ def test_killed_study_resumes_by_running_the_same_command(tmp_path, small_root):
     assert (output / "report" / "summary.md").is_file()
 
 
+# A worker whose first training step waits until both workers have reached theirs: without it, one worker could
+# finish the whole stage while the other is still importing torch (a loaded machine), and the test would prove
+# nothing. Sleeping in the barrier costs no CPU; afterwards both run freely.
+_BARRIER_WORKER = """
+import os, sys, time
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from polsess_hf.training.trainer import SeparationTrainer
+from polsess_hf.hpo.search import main
+
+barrier = Path({barrier!r})
+_step = SeparationTrainer.training_step
+
+def training_step(self, *args, **kwargs):
+    if not (barrier / str(os.getpid())).exists():
+        (barrier / str(os.getpid())).touch()
+        deadline = time.time() + 300
+        while len(list(barrier.iterdir())) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+    return _step(self, *args, **kwargs)
+
+SeparationTrainer.training_step = training_step
+main(sys.argv[1:])
+"""
+
+
 def test_two_workers_share_one_study(tmp_path, small_root):
     output = tmp_path / "out"
     validation = {"top_k": 2, "min_distance": 0.0, "seeds": [1, 2], "num_train_epochs": 1}
     config_path = _small_study(tmp_path / "small.yaml", small_root, output, n_trials=8, epochs=1, validation=validation)
-    workers = [subprocess.Popen([sys.executable, str(RUN_HPO), str(config_path)], cwd=REPO, env=ENV,
+    (tmp_path / "barrier").mkdir()
+    script = tmp_path / "worker.py"
+    script.write_text(_BARRIER_WORKER.format(repo=str(REPO), barrier=str(tmp_path / "barrier")))
+    workers = [subprocess.Popen([sys.executable, str(script), str(config_path)], cwd=REPO, env=ENV,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     for worker, text in zip(workers, outputs):
@@ -230,6 +259,7 @@ def test_two_workers_share_one_study(tmp_path, small_root):
     assert len(folders) == 8 and len(list((output / "trials" / "only").iterdir())) == 8
     assert len({tuple(sorted(t.params.items())) for t in finished}) == 8
     assert {t.user_attrs["worker_pid"] for t in finished} == {w.pid for w in workers}, "both workers must train"
+    assert len(list((tmp_path / "barrier").iterdir())) == 2
     runs = optuna.load_study(study_name="small.validation", storage=storage).get_trials()
     done = [t.user_attrs["run_key"] for t in runs if t.state == TrialState.COMPLETE]
     assert len(done) == 4 and len(set(done)) == 4
