@@ -41,7 +41,14 @@ class DPRNNPath(nn.Module):
 
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:
         """``(n_sequences, length, n_filters)`` → ``(n_sequences, length, n_filters)`` (a transposed view)."""
-        hidden_states = self.rnn(sequences.transpose(0, 1).contiguous())[0]  # (length, n_sequences, dirs·hidden)
+        inputs = sequences.transpose(0, 1).contiguous()
+        if inputs.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # oneDNN has no low-precision LSTM/GRU on CPUs without AVX-512 BF16 and fails with an opaque "could not
+            # create a primitive descriptor" error: the recurrence runs in fp32, the projection stays autocast.
+            with torch.autocast("cpu", enabled=False):
+                hidden_states = self.rnn(inputs.float())[0]
+        else:
+            hidden_states = self.rnn(inputs)[0]  # (length, n_sequences, dirs·hidden)
         return self.projection(hidden_states).transpose(0, 1)
 
 

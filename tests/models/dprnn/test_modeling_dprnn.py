@@ -180,3 +180,23 @@ def test_segment_and_overlap_add_are_speechbrain_exact(chunk_size, frames):
     assert torch.equal(overlap_add(chunks, frames), expected_sum.transpose(1, 2))
     # overlap-add of the segmentation counts every frame twice (two overlapping streams, no normalisation)
     torch.testing.assert_close(overlap_add(chunks, frames), 2 * features.transpose(1, 2))
+
+
+def test_cpu_bf16_autocast_trains_with_an_fp32_recurrence():
+    """`precision: bf16` on CPU: oneDNN has no bf16 LSTM here, so the recurrence runs in fp32 inside autocast; the
+    step is finite and close to fp32 (measured: gradients 13 % relative L2 from fp32 — bf16's 8-bit mantissa in the
+    convolutions and projections — the loss within 2 %)."""
+    torch.manual_seed(0)
+    model = DPRNNModel(DPRNNConfig(n_blocks=2, hidden_size=32, n_filters=32)).train()
+    x, labels = torch.randn(2, 2000), torch.randn(2, 2, 2000)
+    loss32 = model(x, labels=labels).loss
+    loss32.backward()
+    grads32 = torch.cat([p.grad.flatten() for p in model.parameters()])
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, labels=labels)
+    out.loss.backward()
+    grads16 = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert torch.isfinite(out.loss) and torch.isfinite(grads16).all()
+    assert out.loss.item() == pytest.approx(loss32.item(), rel=0.02)
+    assert ((grads16 - grads32).norm() / grads32.norm()).item() < 0.25
