@@ -221,9 +221,10 @@ def _figures(rows: list[dict[str, Any]], stages: list[str], folder: Path) -> dic
     with_lr = [r for r in completed if "learning_rate" in r["params"]]
     if with_lr:
         with_wd = all("weight_decay" in r["params"] and r["params"]["weight_decay"] > 0 for r in with_lr)
-        colour = [math.log10(r["params"]["weight_decay"]) for r in with_lr] if with_wd else "tab:blue"
-        points = ax.scatter([r["params"]["learning_rate"] for r in with_lr], [r["score"] for r in with_lr], c=colour,
-                            cmap="viridis", s=22)
+        colour = {"c": [math.log10(r["params"]["weight_decay"]) for r in with_lr], "cmap": "viridis"} if with_wd \
+            else {"color": "tab:blue"}
+        points = ax.scatter([r["params"]["learning_rate"] for r in with_lr], [r["score"] for r in with_lr], s=22,
+                            **colour)
         if with_wd:
             fig.colorbar(points, ax=ax, label="log10 weight decay")
         else:

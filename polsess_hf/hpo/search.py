@@ -345,7 +345,7 @@ def _write_winner(config: HPOConfig, winner: dict[str, Any]) -> Path:
                             checkpoint=True, save_best_model=True)
     sections["training"].pop("disable_tqdm", None)
     header = (f"# Winner of HPO study {config.study.name}: {winner['key']} "
-              f"({winner['mean']:.3f} ± {winner['std']:.3f} dB over seeds {winner['seeds']}).\n"
+              f"({winner['mean']:.3f} ± {winner['std']:.3f} dB over seeds {winner['seeds']}; sample std).\n"
               f"#   accelerate launch examples/run_separation.py {WINNER_CONFIG_NAME} --seed 123\n")
     from .analysis import _write_text
 
@@ -386,7 +386,8 @@ def run_study(config: HPOConfig, *, report: bool = True, fail_running: bool = Fa
         winner = results.get("winner")
         if winner:
             summary["winner_config"] = str(_write_winner(config, winner))
-            print(f"\n=== winner: {winner['key']} {winner['params']}\n    {winner['mean']:.3f} ± {winner['std']:.3f} dB "
+            spread = f"± {winner['std']:.3f} dB" if math.isfinite(winner["std"]) else "dB (one seed: no spread)"
+            print(f"\n=== winner: {winner['key']} {winner['params']}\n    {winner['mean']:.3f} {spread} "
                   f"(seeds {winner['seeds']}: {', '.join(f'{v:.3f}' for v in winner['scores'])}); training config "
                   f"{summary['winner_config']}", flush=True)
     if report:

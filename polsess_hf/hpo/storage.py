@@ -3,6 +3,8 @@
 * **Default**: an SQLite file ``<output_dir>/study.db`` (Optuna ``RDBStorage``). Re-running the same command
   resumes: finished trials stay finished, and a trial whose process was killed is marked failed and retried
   (a WAITING copy with the same hyperparameters, which continues from the killed run's last epoch checkpoint).
+  Several worker processes on one machine may share it: its transactions begin immediate, so two workers never
+  claim the same queued trial (see :func:`_sqlite_immediate_transactions`).
 * **Any Optuna RDB URL** (``postgresql://user@host/db``, ``mysql+pymysql://...``): many workers on many
   machines. **``journal:<path>``**: Optuna's ``JournalStorage`` on a file (many processes on one machine or a
   shared file system with working locks; no database server).
