@@ -358,10 +358,22 @@ def run_study(config: HPOConfig, *, report: bool = True, fail_running: bool = Fa
     """Run (or resume, or join) the whole study; returns ``{"stages": {name: best}, "validation": ...,
     "winner_config": path, "report": folder}``."""
     import transformers
+    from transformers.utils import logging as hf_logging
 
-    # Each trial prints one line per epoch; Trainer's per-trial warnings and checkpoint progress bars would bury it.
+    # Each trial prints one line per epoch; Trainer's per-trial warnings and checkpoint progress bars would bury
+    # it. Both are restored afterwards (run_study may be called inside a larger program).
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()
+    try:
+        return _run_study(config, report=report, fail_running=fail_running)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _run_study(config: HPOConfig, *, report: bool, fail_running: bool) -> dict[str, Any]:
     config.study.output_dir.mkdir(parents=True, exist_ok=True)
     storage = make_storage(config.storage_url(), heartbeat_interval=config.study.heartbeat_interval,
                            grace_period=config.study.grace_period, max_retry=config.study.max_retry)

@@ -76,9 +76,13 @@ def test_tiny_study_end_to_end(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     config = load_hpo_config(path)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
     start = time.time()
     summary = run_study(config)
     print(f"tiny study: {time.time() - start:.1f} s")
+    assert hf_logging.get_verbosity() == verbosity  # the quiet trial logging does not leak out of run_study
     storage = _storage(tmp_path / "out")
     studies = {name: optuna.load_study(study_name=f"tiny.{name}", storage=storage)
                for name in ("stage1", "stage2", "validation")}
