@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -131,11 +132,18 @@ def selective_scan_reference(
 # of the exponents (≈ |c − c_mid|·2⁻²⁴ relative) stays below 1e-6. A chunk whose state forgets faster than that
 # goes step by step, which is exact for any Δ (a decay that underflows to 0 is a correct 0).
 _PARALLEL_MAX_DECAY = 24.0
-# State elements per step of a batch tile on CPU: a chunk of 32 steps is then 4M elements (16 MB). Measured on the
-# shared 2-core AMD EPYC at the reduced model's 1 s shapes, one thread: 126 sequences × 126 steps 0.33 s in the
-# parallel form with 2**17-tiles vs 0.60 s with 2**19-tiles (0.49 / 0.64 s step by step); 129 × 123 within
-# 0.41–0.50 s for all four.
-_CPU_STEP_ELEMENTS = 1 << 17
+# CPU plan. Measured on the shared 2-core AMD EPYC (load 5–6 from other jobs) at the reduced model's 4 s shapes,
+# d_inner 256, d_state 16, Δ as at init:
+# * the step-by-step form beats the parallel form there (130 sequences × 126 steps, one thread: 0.27 s stepwise vs
+#   1.06 s parallel with 32-step chunks, 0.49 s with 8-step chunks): the scan is memory-bound and the parallel form
+#   streams every chunk's (n, tile, d_state, d_inner) terms through several passes and a GEMM;
+# * intra-op threads are ruinous for the scan's many small operations: every operation ends in an OpenMP barrier,
+#   which waits for a descheduled partner thread whenever the cores are shared (130 × 126: 5.1 s with 2 threads vs
+#   0.16 s single-threaded operations on 2 worker threads, one batch tile each). So on CPU the batch tiles are
+#   spread over ``torch.get_num_threads()`` Python worker threads (the operations release the GIL) and every
+#   operation inside the scan runs single-threaded;
+# * tiles of 64–128 sequences per thread (0.70 s for 501 × 126 with 128, 0.99 s with 32, 1.23 s with 256).
+_CPU_MAX_TILE_ELEMENTS = 128 * 4096  # state elements per step of one tile
 
 _SCAN_MODES = ("parallel", "stepwise")
 
@@ -145,21 +153,63 @@ class _ScanPlan:
     chunk_size: int  # steps per chunk (the backward pass restarts from the state entering each chunk)
     batch_tile: int  # sequences processed together
     mode: str  # "parallel" or "stepwise"
+    workers: int = 1  # threads running tiles concurrently (CPU)
+    single_threaded_ops: bool = False  # intra-op threads off during the scan (CPU)
 
 
 def _scan_plan(seq_len, batch_size, d_inner, d_state, device, chunk_size, batch_tile, mode) -> _ScanPlan:
+    on_cuda = device.type == "cuda"
+    if mode is None:
+        mode = "parallel" if on_cuda else "stepwise"
     if mode not in _SCAN_MODES:
         raise ValueError(f"`mode` must be one of {list(_SCAN_MODES)}, got mode={mode!r}")
-    on_cuda = device.type == "cuda"
     if chunk_size is None:
         chunk_size = 64 if on_cuda else 32
+    threads = 1 if on_cuda else torch.get_num_threads()
     if batch_tile is None:
-        batch_tile = batch_size if on_cuda else max(1, _CPU_STEP_ELEMENTS // (d_inner * d_state))
+        if on_cuda:
+            batch_tile = batch_size
+        else:  # at least one tile per thread, none larger than _CPU_MAX_TILE_ELEMENTS
+            batch_tile = min(math.ceil(batch_size / threads), max(1, _CPU_MAX_TILE_ELEMENTS // (d_inner * d_state)))
     batch_tile = max(1, min(batch_tile, batch_size))
     # equal tiles (129 sequences in tiles of ≤ 128 → 65 + 64, not 128 + 1): a 1-sequence tile costs a full set of
     # operations for almost no work.
     n_tiles = math.ceil(batch_size / batch_tile)
-    return _ScanPlan(max(1, min(chunk_size, seq_len)), math.ceil(batch_size / n_tiles), mode)
+    workers = max(1, min(threads, n_tiles))
+    return _ScanPlan(max(1, min(chunk_size, seq_len)), math.ceil(batch_size / n_tiles), mode, workers, not on_cuda)
+
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def _for_each_tile(plan: _ScanPlan, batch_size: int, work) -> None:
+    """Run ``work(rows)`` for every batch tile, without autograd. On CPU with several threads the tiles run on a
+    pool of worker threads and the intra-op thread count is 1 meanwhile (restored afterwards; see the CPU plan
+    notes above). ``work`` must only write disjoint rows of shared outputs."""
+
+    def run(rows):
+        with torch.no_grad():  # grad mode is per thread: worker threads start with it on
+            work(rows)
+
+    tiles = _tile_slices(batch_size, plan.batch_tile)
+    threads = torch.get_num_threads()
+    if not plan.single_threaded_ops or threads <= 1:
+        for rows in tiles:
+            run(rows)
+        return
+    global _EXECUTOR
+    torch.set_num_threads(1)
+    try:
+        if plan.workers <= 1:
+            for rows in tiles:
+                run(rows)
+        else:
+            if _EXECUTOR is None or _EXECUTOR._max_workers < plan.workers:
+                _EXECUTOR = ThreadPoolExecutor(max_workers=plan.workers, thread_name_prefix="selective-scan")
+            for future in [_EXECUTOR.submit(run, rows) for rows in tiles]:
+                future.result()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _is_parallel(plan: _ScanPlan, dt_chunk: torch.Tensor, a_max: torch.Tensor) -> bool:
@@ -299,7 +349,8 @@ def _scan_forward(dt, v, A, B, C, plan: _ScanPlan, keep_chunk_states: bool):
     chunks = _chunk_slices(seq_len, plan.chunk_size)
     y = dt.new_empty(seq_len, batch_size, d_inner)
     chunk_states = dt.new_empty(batch_size, len(chunks), d_state, d_inner) if keep_chunk_states else None
-    for rows in _tile_slices(batch_size, plan.batch_tile):
+
+    def scan_tile(rows):
         state = dt.new_zeros(rows.stop - rows.start, d_state, d_inner)
         for index, steps in enumerate(chunks):
             if keep_chunk_states:
@@ -308,6 +359,8 @@ def _scan_forward(dt, v, A, B, C, plan: _ScanPlan, keep_chunk_states: bool):
                 state = _forward_parallel(dt, v, B, C, rows, steps, A2, state, y)
             else:
                 state = _forward_steps(dt, v, B, C, rows, range(steps.start, steps.stop), A2, state, y)
+
+    _for_each_tile(plan, batch_size, scan_tile)
     return y, chunk_states
 
 
@@ -338,9 +391,10 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         grad_y = grad_y.float().contiguous()
         grad_dt, grad_v = torch.empty_like(dt), torch.empty_like(v)
         grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
-        grad_A = A.new_zeros(d_state, d_inner)
-        for rows in _tile_slices(batch_size, plan.batch_tile):
-            tile_grad_A = dt.new_zeros(rows.stop - rows.start, d_state, d_inner)  # Σ_t ∂L/∂a_t·Δ_t per sequence
+        tile_grads_A = {}  # first row → Σ_t ∂L/∂a_t·Δ_t over the tile's sequences
+
+        def backward_tile(rows):
+            tile_grad_A = dt.new_zeros(rows.stop - rows.start, d_state, d_inner)  # per sequence
             grads = (grad_dt, grad_v, grad_B, grad_C, tile_grad_A)
             carry = dt.new_zeros(rows.stop - rows.start, d_state, d_inner)
             for index in reversed(range(len(chunks))):
@@ -351,7 +405,10 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
                 else:
                     steps_range = range(steps.start, steps.stop)
                     carry = _backward_steps(dt, v, B, C, rows, steps_range, A2, At, state, grad_y, carry, grads)
-            grad_A += tile_grad_A.sum(dim=0)
+            tile_grads_A[rows.start] = tile_grad_A.sum(dim=0)
+
+        _for_each_tile(plan, batch_size, backward_tile)
+        grad_A = torch.stack([tile_grads_A[start] for start in sorted(tile_grads_A)]).sum(dim=0)  # fixed order
         return grad_dt, grad_v, grad_A.t(), grad_B, grad_C, None
 
 
@@ -367,16 +424,18 @@ def selective_scan_chunked(
     *,
     chunk_size: int | None = None,
     batch_tile: int | None = None,
-    mode: str = "parallel",
+    mode: str | None = None,
 ) -> torch.Tensor:
     """The selective scan in chunks (the ``"torch"`` backend); same arguments and result as
     :func:`selective_scan_reference` (time-major).
 
     Args:
         chunk_size: time steps per chunk (default 32 on CPU, 64 on CUDA).
-        batch_tile: sequences processed together (default: 2**17 state elements per step on CPU, all on CUDA).
+        batch_tile: sequences processed together (default on CPU: the batch split over ``torch.get_num_threads()``
+            worker threads, at most 128 sequences per tile at d_inner·d_state = 4096; on CUDA: all).
         mode: ``"parallel"`` (each chunk in the parallel form when its decay allows it, else step by step) or
-            ``"stepwise"`` (every chunk step by step).
+            ``"stepwise"`` (every chunk step by step); default ``"stepwise"`` on CPU (faster there, see
+            ``_CPU_MAX_TILE_ELEMENTS``), ``"parallel"`` on CUDA.
     """
     seq_len, batch_size, d_inner = u.shape
     plan = _scan_plan(seq_len, batch_size, d_inner, A.shape[1], u.device, chunk_size, batch_tile, mode)

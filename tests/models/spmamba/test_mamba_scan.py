@@ -115,6 +115,43 @@ def test_parallel_form_falls_back_exactly_when_decay_is_too_large():
     assert torch.isfinite(parallel).all()
 
 
+def test_cpu_worker_threads_match_reference_and_single_thread_exactly():
+    """With several threads, the CPU scan runs its batch tiles on worker threads (single-threaded operations): the
+    result and every gradient equal the one-thread run bit for bit, and the thread count is restored."""
+    inputs = _scan_inputs(batch=5, length=40, d_inner=12, d_state=6, delta_mean=-3.0, seed=4)
+    grad_output = torch.randn(40, 5, 12, generator=torch.Generator().manual_seed(5))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single, single_grads = _outputs_and_grads(selective_scan_chunked, inputs, grad_output, batch_tile=1)
+        torch.set_num_threads(2)
+        plan = mamba_mixer._scan_plan(40, 5, 12, 6, torch.device("cpu"), None, 1, None)
+        assert plan.workers == 2 and plan.single_threaded_ops and plan.mode == "stepwise"
+        pooled, pooled_grads = _outputs_and_grads(selective_scan_chunked, inputs, grad_output, batch_tile=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(pooled, single, rtol=0, atol=0)
+    for name in single_grads:
+        torch.testing.assert_close(pooled_grads[name], single_grads[name], rtol=0, atol=0, msg=name)
+    _assert_matches_reference(inputs, batch_tile=1)
+
+
+def test_cpu_default_plan_splits_the_batch_over_threads():
+    cpu = torch.device("cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert mamba_mixer._scan_plan(126, 130, 256, 16, cpu, None, None, None).batch_tile == 65
+        assert mamba_mixer._scan_plan(126, 501, 256, 16, cpu, None, None, None).batch_tile == 126  # ≤ 128 each
+        torch.set_num_threads(1)
+        assert mamba_mixer._scan_plan(126, 130, 256, 16, cpu, None, None, None).batch_tile == 65  # 130 > 128
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="mode.*'fast'"):
+        mamba_mixer._scan_plan(10, 1, 4, 2, cpu, None, None, "fast")
+
+
 def test_default_plan_at_thesis_size_equals_reference():
     """The real shapes (d_inner 256, d_state 16) with the default chunk/tile plan."""
     inputs = _scan_inputs(batch=66, length=10, d_inner=256, d_state=16, delta_mean=-3.0, seed=3)  # 3 tiles of 22
