@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -139,15 +140,19 @@ def case_scan(spec: dict) -> dict:
 
     batch, length, d_inner, d_state = spec["batch"], spec["length"], spec["d_inner"], spec["d_state"]
     generator = torch.Generator().manual_seed(0)
+    # Δ per channel like mamba_ssm's init (softplus(b_dt) log-uniform in [1e-3, 1e-1]) or, "trained", 10× larger
+    # ([1e-2, 1]), plus the Δ projection's spread around it.
+    low, high = {"init": (1e-3, 1e-1), "trained": (1e-2, 1.0)}[spec.get("delta", "init")]
+    dt0 = torch.exp(torch.rand(d_inner, generator=generator) * (math.log(high) - math.log(low)) + math.log(low))
     inputs = dict(  # time-major, as the backends take them
         u=torch.randn(length, batch, d_inner, generator=generator),
-        delta=torch.randn(length, batch, d_inner, generator=generator) * 0.5 - 3,
+        delta=torch.randn(length, batch, d_inner, generator=generator) * 0.5,
         A=-torch.arange(1, d_state + 1.0).repeat(d_inner, 1),
         B=torch.randn(length, batch, d_state, generator=generator),
         C=torch.randn(length, batch, d_state, generator=generator),
         D=torch.ones(d_inner),
         z=torch.randn(length, batch, d_inner, generator=generator),
-        delta_bias=torch.zeros(d_inner),
+        delta_bias=dt0 + torch.log(-torch.expm1(-dt0)),  # softplus⁻¹
     )
     scans = {"torch": selective_scan_chunked, "reference": selective_scan_reference, "lean_sequential": lean_sequential_scan}
     scans = {name: scans[name] for name in spec["backends"]}
@@ -226,8 +231,10 @@ def build_cases(args) -> list[dict]:
         shapes = [("intra", 501, 126), ("inter", 129, 498)] if not quick else [("intra", 8, 20)]
         for path, batch, length in shapes:
             backends = ["torch", "reference", "lean_sequential"]
-            cases.append({**common, "section": "scan", "name": f"scan {path} fwd", "batch": batch, "length": length,
-                          "d_inner": 256, "d_state": 16, "backward": False, "backends": backends})  # fmt: skip
+            for delta in ("init", "trained"):
+                cases.append({**common, "section": "scan", "name": f"scan {path} fwd (Δ {delta})", "batch": batch,
+                              "length": length, "d_inner": 256, "d_state": 16, "backward": False, "delta": delta,
+                              "backends": backends})  # fmt: skip
             # forward+backward at 1 s shapes (the reference's autograd keeps every state: 4 s would need ~10 GB)
             bwd_batch, bwd_length = (126, 126) if path == "intra" else (129, 123)
             if quick:

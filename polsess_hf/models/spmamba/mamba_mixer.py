@@ -30,6 +30,11 @@ Backends (``mamba_backend``):
   - otherwise *step by step*: one fused multiply-add per step on the chunk's decays ``exp(Δ_t·A)``, exact for any
     Δ (a state that forgets within a chunk, very large Δ, simply gets decays of 0).
 
+  The default is the parallel form on CUDA and step by step on CPU, where it is faster (the scan is memory-bound
+  there). On CPU the batch tiles run on ``torch.get_num_threads()`` worker threads with intra-op threading off
+  during the scan: per-operation OpenMP barriers made the scan's many small operations up to 30× slower on
+  shared cores (measurements at ``_CPU_MAX_TILE_ELEMENTS``).
+
   A custom autograd function keeps only the inputs and the state entering each chunk, and computes the gradients
   chunk by chunk in reverse (adjoint ``h_t = C_t ⊗ ḡ_t + e^{Δ_{t+1}A}·h_{t+1}``, in the same two forms), so
   training memory is O(seq_len·d_inner), not O(seq_len·d_inner·d_state). State, decays and gradients are fp32.
