@@ -453,14 +453,19 @@ def selective_scan_chunked(
             delta = delta + delta_bias.float()
         dt = F.softplus(delta).contiguous()
         v = (dt * u).contiguous()
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (dt, v, A, B, C)):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (dt, v, A, B, C, u, z, D)):
             y = _ChunkedSelectiveScan.apply(dt, v, A, B, C, plan)
-        else:
-            y = _scan_forward(dt, v, A, B, C, plan, keep_chunk_states=False)[0]
+            if D is not None:
+                y = y + u * D.float()
+            if z is not None:
+                y = y * F.silu(z.float())
+            return y
+        # inference: the epilogue in place on the scan's own output (two fewer full-size temporaries)
+        y = _scan_forward(dt, v, A, B, C, plan, keep_chunk_states=False)[0]
         if D is not None:
-            y = y + u * D.float()
+            y.addcmul_(u, D.float())
         if z is not None:
-            y = y * F.silu(z.float())
+            y.mul_(F.silu(z.float()))
     return y
 
 
