@@ -167,14 +167,11 @@ def train_trial(
         "resumed_from", "train_seconds"}``. ``diverged`` is the :class:`~polsess_hf.training.NonFiniteLossError`
         message when training diverged (the run ends there, ``best`` is the best before it).
     """
-    import torch
-    from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallback, set_seed
+    from transformers import PrinterCallback, ProgressCallback
 
-    from ..data import SeparationCollator
     from ..training.arguments import parse_config
-    from ..training.callbacks import CurriculumCallback, EpochDatasetView
-    from ..training.runner import TRAINING_CONFIG_NAME, build_datasets
-    from ..training.trainer import NonFiniteLossError, SeparationTrainer
+    from ..training.runner import TRAINING_CONFIG_NAME, build_trainer
+    from ..training.trainer import NonFiniteLossError
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -182,30 +179,10 @@ def train_trial(
     config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
     model_args, data_args, training_args = parse_config(config_path)
 
-    cuda = torch.cuda.is_available() and not training_args.use_cpu
-    precision = training_args.resolve_precision(model_args.model_type, cuda)
-    training_args.fp16 = precision == "fp16"
-    training_args.bf16 = precision == "bf16"
-    training_args.mixed_precision = precision
-
-    set_seed(training_args.seed)
-    train, evaluation, curriculum = build_datasets(data_args, training_args)
-    model = model_args.build_model(data_args.task)  # after set_seed: initial weights follow the seed
-    if data_args.train_segment_seconds:
-        segment = int(round(data_args.train_segment_seconds * model.config.sampling_rate))
-        train_collator = SeparationCollator("crop", segment_samples=segment)
-    else:
-        train_collator = SeparationCollator("stack")
-    trainer = SeparationTrainer(
-        model=model, args=training_args, train_dataset=EpochDatasetView(train), eval_dataset=evaluation,
-        data_collator=train_collator, eval_data_collator=SeparationCollator("stack"), model_type=model_args.model_type,
-    )
+    trainer, *_ = build_trainer(model_args, data_args, training_args)
     # One line per epoch from OptunaReportCallback replaces Trainer's per-log dict prints (hundreds of trials).
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(CurriculumCallback(train, curriculum, trainer=trainer))
-    if training_args.early_stopping_patience:
-        trainer.add_callback(EarlyStoppingCallback(training_args.early_stopping_patience, early_stopping_threshold=0.0))
     metric_key = f"eval_{training_args.metric_for_best_model}"
     epochs = int(math.ceil(training_args.num_train_epochs))
     reporter = OptunaReportCallback(trial, metric_key, epochs, label)
@@ -230,7 +207,7 @@ def train_trial(
     if not keep_checkpoints:
         for folder in output_dir.glob("checkpoint-*"):
             shutil.rmtree(folder, ignore_errors=True)
-    del trainer, model
+    del trainer
     return {
         "best": reporter.best,
         "best_epoch": reporter.best_epoch,

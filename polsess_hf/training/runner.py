@@ -106,8 +106,10 @@ def _best_epoch(state) -> Optional[int]:
     return None
 
 
-def run(model_args, data_args, training_args) -> dict[str, Any]:
-    """Train with parsed arguments; returns the results dict (also written to ``results.json``)."""
+def build_trainer(model_args, data_args, training_args):
+    """The seeded model, datasets and :class:`SeparationTrainer` of a run, with the curriculum and early-stopping
+    callbacks attached (shared by :func:`run` and the HPO trials). Returns ``(trainer, train, evaluation,
+    curriculum, precision)``."""
     import torch
     from transformers import EarlyStoppingCallback, set_seed
 
@@ -120,15 +122,10 @@ def run(model_args, data_args, training_args) -> dict[str, Any]:
     training_args.bf16 = precision == "bf16"
     training_args.mixed_precision = precision
 
-    # The Trainer's own push (a repo created at start, uploads at every save) is replaced by one push of the best
-    # checkpoint with its model card at the end, so a Hub outage can never stop or lose a training run.
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
-
     set_seed(training_args.seed)
     train, evaluation, curriculum = build_datasets(data_args, training_args)
     # Model after set_seed: initial weights follow the seed (Trainer seeds only later).
     model = model_args.build_model(data_args.task)
-    n_params = sum(p.numel() for p in model.parameters())
 
     sample_rate = model.config.sampling_rate
     if data_args.train_segment_seconds:
@@ -149,6 +146,19 @@ def run(model_args, data_args, training_args) -> dict[str, Any]:
     if training_args.early_stopping_patience:
         # threshold 0: strict improvement (monitor > best), no minimum delta, as the thesis.
         trainer.add_callback(EarlyStoppingCallback(training_args.early_stopping_patience, early_stopping_threshold=0.0))
+    return trainer, train, evaluation, curriculum, precision
+
+
+def run(model_args, data_args, training_args) -> dict[str, Any]:
+    """Train with parsed arguments; returns the results dict (also written to ``results.json``)."""
+    import torch
+
+    # The Trainer's own push (a repo created at start, uploads at every save) is replaced by one push of the best
+    # checkpoint with its model card at the end, so a Hub outage can never stop or lose a training run.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+
+    trainer, train, evaluation, curriculum, precision = build_trainer(model_args, data_args, training_args)
+    n_params = sum(p.numel() for p in trainer.model.parameters())
 
     n_val = sum(len(d) for d in evaluation.values()) if isinstance(evaluation, dict) else len(evaluation)
     _print(
