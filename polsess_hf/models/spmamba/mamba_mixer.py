@@ -192,8 +192,12 @@ def _for_each_tile(plan: _ScanPlan, batch_size: int, work) -> None:
     pool of worker threads and the intra-op thread count is 1 meanwhile (restored afterwards; see the CPU plan
     notes above). ``work`` must only write disjoint rows of shared outputs."""
 
+    # Grad and inference mode are per thread: worker threads start with grad on and inference mode off, and
+    # in-place writes into inference tensors (``separate()`` runs under torch.inference_mode) need the latter on.
+    inference = torch.is_inference_mode_enabled()
+
     def run(rows):
-        with torch.no_grad():  # grad mode is per thread: worker threads start with it on
+        with torch.inference_mode(inference), torch.no_grad():
             work(rows)
 
     tiles = _tile_slices(batch_size, plan.batch_tile)

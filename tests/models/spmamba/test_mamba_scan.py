@@ -285,3 +285,21 @@ def test_dispatch_reaches_each_backend():
     reference = selective_scan(**inputs, backend="reference")
     torch.testing.assert_close(selective_scan(**inputs, backend="torch"), reference, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(selective_scan(**inputs, backend="auto"), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_worker_threads_run_under_the_callers_inference_mode():
+    """separate() runs models under torch.inference_mode: the scan's worker threads must write into its inference
+    tensors (they failed with "Inplace update to inference tensor outside InferenceMode")."""
+    torch.manual_seed(0)
+    length, batch, d_inner, d_state = 20, 300, 64, 16
+    args = (torch.randn(length, batch, d_inner), torch.randn(length, batch, d_inner) - 2,
+            -torch.rand(d_inner, d_state) - 0.5, torch.randn(length, batch, d_state), torch.randn(length, batch, d_state))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            y = selective_scan_chunked(*args, batch_tile=64)
+        expected = selective_scan_reference(*args)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
