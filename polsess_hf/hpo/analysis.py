@@ -31,6 +31,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .config import HPOConfig, load_hpo_config
+from .search import _load_study
 from .space import SearchSpace
 
 __all__ = ["write_report", "collect_trials", "correlations", "param_importances", "main", "REPORT_DIR"]
@@ -39,13 +40,6 @@ REPORT_DIR = "report"
 _BASE_COLUMNS = ["study", "stage", "number", "state", "value", "score", "best_epoch", "epochs_run", "pruned_at",
                  "early_stopped", "diverged", "surplus", "retry_of", "train_seconds", "datetime_start",
                  "datetime_complete", "worker_host", "worker_pid", "candidate", "seed", "metric"]
-
-
-def _load(config: HPOConfig, storage, stage: str) -> Optional[optuna.Study]:
-    try:
-        return optuna.load_study(study_name=config.study_name(stage), storage=storage)
-    except KeyError:
-        return None
 
 
 def _score(trial: optuna.trial.FrozenTrial) -> float:
@@ -59,7 +53,7 @@ def collect_trials(config: HPOConfig, storage) -> list[dict[str, Any]]:
     """One row per trial of every stage study and the validation study (storage order)."""
     rows = []
     for stage in [s.name for s in config.stages] + ["validation"]:
-        study = _load(config, storage, stage)
+        study = _load_study(config, storage, stage)
         if study is None:
             continue
         for trial in study.get_trials(deepcopy=False):
@@ -272,7 +266,7 @@ def write_report(config: HPOConfig, storage=None, out_dir: Optional[Path] = None
     folder.mkdir(parents=True, exist_ok=True)
     rows = collect_trials(config, storage)
     _write_csv(rows, folder / "trials.csv")
-    stages = [s.name for s in config.stages if _load(config, storage, s.name) is not None]
+    stages = [s.name for s in config.stages if _load_study(config, storage, s.name) is not None]
     notes = _figures(rows, stages, folder / "figures")
     metric_names = {r["metric"] for r in rows if r["metric"]}
 
@@ -285,7 +279,7 @@ def write_report(config: HPOConfig, storage=None, out_dir: Optional[Path] = None
               "|---|---|---|---|---|---|---|---|---|"]
     spaces: dict[str, SearchSpace] = {}
     for stage in config.stages:
-        study = _load(config, storage, stage.name)
+        study = _load_study(config, storage, stage.name)
         if study is None:
             continue
         spaces[stage.name] = SearchSpace.from_config(study.user_attrs[SPACE_ATTR])
@@ -298,7 +292,7 @@ def write_report(config: HPOConfig, storage=None, out_dir: Optional[Path] = None
     lines += ["", "Failed trials are killed workers' trials (re-queued and retried) and surplus trials of a race "
               "between workers (they do not train).", "", "## Search spaces", ""]
     for stage in config.stages:
-        study = _load(config, storage, stage.name)
+        study = _load_study(config, storage, stage.name)
         if study is None:
             continue
         lines.append(f"- **{stage.name}** ({study.user_attrs.get(SPACE_NOTE_ATTR)}): "
@@ -341,14 +335,14 @@ def write_report(config: HPOConfig, storage=None, out_dir: Optional[Path] = None
 
     lines += ["", "## Parameter importance (Optuna)", ""]
     for stage_name in spaces:
-        importances, evaluator = param_importances(_load(config, storage, stage_name))
+        importances, evaluator = param_importances(_load_study(config, storage, stage_name))
         if importances is None:
             lines.append(f"- **{stage_name}**: {evaluator}")
         else:
             lines.append(f"- **{stage_name}** ({evaluator}): "
                          + ", ".join(f"`{k}` {v:.3f}" for k, v in importances.items()))
 
-    validation_study = _load(config, storage, "validation")
+    validation_study = _load_study(config, storage, "validation")
     selection = validation_study.user_attrs.get(SELECTION_ATTR) if validation_study else None
     if selection:
         lines += ["", "## Selection (diverse top-k)", "",

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from polsess_hf.hpo.config import load_hpo_config
 from polsess_hf.hpo.space import SearchSpace, distance, union_bounds
+from sigkill_victim import write_victim  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_HPO = REPO / "examples" / "run_hpo.py"
@@ -159,24 +160,6 @@ def test_tiny_study_end_to_end(tmp_path):
 
 # SIGKILLs itself as the 10th optimizer step of the process begins: trial 0 takes steps 1-6 (3 epochs × 2), trial 1
 # is killed at its 4th step, in epoch 2, after its epoch-1 checkpoint was written. A deterministic kill point.
-_VICTIM = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
-from polsess_hf.training.trainer import SeparationTrainer
-from polsess_hf.hpo.search import main
-
-_step = SeparationTrainer.training_step
-_calls = [0]
-
-def training_step(self, *args, **kwargs):
-    _calls[0] += 1
-    if _calls[0] == 10:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return _step(self, *args, **kwargs)
-
-SeparationTrainer.training_step = training_step
-main(sys.argv[1:])
-"""
 
 
 def test_killed_study_resumes_by_running_the_same_command(tmp_path, small_root):
@@ -185,7 +168,7 @@ def test_killed_study_resumes_by_running_the_same_command(tmp_path, small_root):
     output = tmp_path / "out"
     config_path = _small_study(tmp_path / "small.yaml", small_root, output, n_trials=3, epochs=3)
     victim = tmp_path / "victim.py"
-    victim.write_text(_VICTIM.format(repo=str(REPO)))
+    write_victim(victim, "polsess_hf.hpo.search", kill_at_step=10)
     killed = subprocess.run([sys.executable, str(victim), str(config_path), "--no-report"], cwd=REPO, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]

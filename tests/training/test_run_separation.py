@@ -16,6 +16,7 @@ import yaml
 from safetensors.torch import load_file
 
 from tiny_configs import TINY_CONVTASNET
+from sigkill_victim import write_victim  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "run_separation.py"
@@ -84,24 +85,6 @@ def test_per_variant_validation_and_results_in_process(tmp_path, mini_root):
 
 # The victim runs the real runner in a subprocess and SIGKILLs itself as its 6th optimizer step begins (mid epoch 2,
 # after checkpoint-4 was written): a deterministic kill point, independent of how fast the machine is.
-_VICTIM = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
-from polsess_hf.training.trainer import SeparationTrainer
-from polsess_hf.training.runner import main
-
-_step = SeparationTrainer.training_step
-_calls = [0]
-
-def training_step(self, *args, **kwargs):
-    _calls[0] += 1
-    if _calls[0] == 6:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return _step(self, *args, **kwargs)
-
-SeparationTrainer.training_step = training_step
-main(sys.argv[1:])
-"""
 
 
 @pytest.mark.slow
@@ -109,7 +92,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, mini
     uninterrupted = _run(_write_config(tmp_path / "a.yaml", mini_root, tmp_path / "a"))
     killed_config = _write_config(tmp_path / "b.yaml", mini_root, tmp_path / "b")
     victim_script = tmp_path / "victim.py"
-    victim_script.write_text(_VICTIM.format(repo=str(REPO)))
+    write_victim(victim_script, "polsess_hf.training.runner", kill_at_step=6)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     victim = subprocess.run([sys.executable, str(victim_script), str(killed_config)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
