@@ -1,10 +1,11 @@
-"""SPMamba speed and memory on CPU: the ``torch`` backend against the ``reference`` backend and the thesis figures.
+"""SPMamba speed and memory on CPU: the ``cpu`` (compiled scan) and ``torch`` backends against the ``reference``
+backend and the thesis figures.
 
 Sections (each case runs in its own subprocess, so peak memory is that case's alone and an out-of-memory case
 cannot take the others down; inside a case the backends are timed alternately, so machine load hits both alike):
 
 * ``scan`` — the selective scan alone at the reduced model's 4 s shapes (intra: 501 sequences × 126 steps; inter:
-  129 × 498; d_inner 256, d_state 16): forward and forward+backward, ``torch`` vs ``reference`` (mamba_ssm's
+  129 × 498; d_inner 256, d_state 16): forward and forward+backward, ``cpu`` vs ``torch`` vs ``reference`` (mamba_ssm's
   ``selective_scan_ref``) vs a lean sequential loop (one step at a time without materialising ``exp(ΔA)``).
 * ``infer`` — ``model(x)`` under ``torch.no_grad()``, batch 1, both presets, 4 s and 60 s. RTF = seconds of compute
   per second of audio. ``reference`` only at 4 s (60 s would take hours).
@@ -154,7 +155,11 @@ def case_scan(spec: dict) -> dict:
         z=torch.randn(length, batch, d_inner, generator=generator),
         delta_bias=dt0 + torch.log(-torch.expm1(-dt0)),  # softplus⁻¹
     )
-    scans = {"torch": selective_scan_chunked, "reference": selective_scan_reference, "lean_sequential": lean_sequential_scan}
+    def compiled(**kwargs):
+        return selective_scan_chunked(**kwargs, mode="native")
+
+    scans = {"cpu": compiled, "torch": selective_scan_chunked, "reference": selective_scan_reference,
+             "lean_sequential": lean_sequential_scan}  # fmt: skip
     scans = {name: scans[name] for name in spec["backends"]}
 
     def run(scan):
@@ -230,7 +235,7 @@ def build_cases(args) -> list[dict]:
     if "scan" in args.sections:
         shapes = [("intra", 501, 126), ("inter", 129, 498)] if not quick else [("intra", 8, 20)]
         for path, batch, length in shapes:
-            backends = ["torch", "reference", "lean_sequential"]
+            backends = ["cpu", "torch", "reference", "lean_sequential"]
             for delta in ("init", "trained"):
                 cases.append({**common, "section": "scan", "name": f"scan {path} fwd (Δ {delta})", "batch": batch,
                               "length": length, "d_inner": 256, "d_state": 16, "backward": False, "delta": delta,
@@ -252,7 +257,8 @@ def build_cases(args) -> list[dict]:
                 reference_ok = (section == "infer" and seconds <= 4) or (section == "train" and seconds <= 1)
                 spec = {**common, "section": section, "preset": preset, "seconds": seconds,
                         "name": f"{section} {preset} {seconds:g} s",
-                        "backends": ["torch", "reference"] if reference_ok else ["torch"], "cap_gb": args.cap_gb}  # fmt: skip
+                        "backends": ["cpu", "torch", "reference"] if reference_ok else ["cpu", "torch"],
+                        "cap_gb": args.cap_gb}  # fmt: skip
                 if seconds >= 60:
                     spec["repeats"] = 1
                     if section == "train":
@@ -314,10 +320,11 @@ def _derive(row: dict, spec: dict) -> None:
                     values["speedup_vs_thesis"] = thesis["rtf"] / values["rtf"]
                 if "step_s" in thesis:
                     values["speedup_vs_thesis"] = thesis["step_s"] / values["time_s"]
-    if "torch" in result:
-        for backend, values in result.items():
-            if backend != "torch":
-                values["torch_speedup"] = values["time_s"] / result["torch"]["time_s"]
+    for base in ("cpu", "torch"):  # how many times faster `base` is than each other backend of the case
+        if base in result:
+            for backend, values in result.items():
+                if backend != base and not (base == "torch" and backend == "cpu"):
+                    values[f"{base}_speedup"] = values["time_s"] / result[base]["time_s"]
 
 
 def _print_row(row: dict) -> None:
@@ -330,8 +337,9 @@ def _print_row(row: dict) -> None:
         if "rtf" in values:
             text += f" (RTF {values['rtf']:.2f})"
         text += f", +{values['peak_delta_gb']:.2f} GB"
-        if "torch_speedup" in values:
-            text += f", torch {values['torch_speedup']:.1f}× faster"
+        for base in ("cpu", "torch"):
+            if f"{base}_speedup" in values:
+                text += f", {base} {values[f'{base}_speedup']:.1f}× faster"
         if "speedup_vs_thesis" in values:
             text += f", {values['speedup_vs_thesis']:.1f}× thesis"
         parts.append(text)

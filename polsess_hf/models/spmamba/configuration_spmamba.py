@@ -9,7 +9,7 @@ from ..configuration_separation import SeparationConfig, check_choice, check_pos
 __all__ = ["SPMambaConfig", "MAMBA_BACKENDS", "ACTIVATIONS"]
 
 # "auto": mamba-ssm's CUDA kernels when the model runs on CUDA and `mamba_ssm` imports, otherwise "torch".
-MAMBA_BACKENDS = ("auto", "torch", "reference")
+MAMBA_BACKENDS = ("auto", "cpu", "torch", "reference")
 ACTIVATIONS = ("prelu", "relu")
 
 
@@ -55,10 +55,11 @@ class SPMambaConfig(SeparationConfig):
         rms_norm_eps (`float`, *optional*, defaults to 1e-5):
             Epsilon of the RMSNorm in front of every Mamba mixer.
         mamba_backend (`str`, *optional*, defaults to `"auto"`):
-            How the selective scan runs: `"auto"` (mamba-ssm's CUDA kernels when the model is on CUDA and
-            `mamba_ssm` imports, otherwise `"torch"`), `"torch"` (pure-PyTorch chunked scan, fp32 state, CPU and
-            GPU) or `"reference"` (the sequential scan, slow; the executable specification). All three read the same
-            weights.
+            How the selective scan runs: `"auto"` (on CUDA mamba-ssm's kernels when `mamba_ssm` imports, else
+            `"torch"`; on CPU `"cpu"` when it can be built, else `"torch"`), `"cpu"` (a small C kernel compiled on
+            first use with the system C compiler, fp32, forward and backward; needs `d_inner` a multiple of 8),
+            `"torch"` (pure-PyTorch chunked scan, fp32 state, CPU and GPU) or `"reference"` (the sequential scan,
+            slow; the executable specification). All read the same weights.
         n_src (`int`, *optional*, defaults to 2):
             Number of output sources (2 for SB, 1 for EB/ES).
         sampling_rate (`int`, *optional*, defaults to 8000):

@@ -38,9 +38,13 @@ Backends (``mamba_backend``):
   A custom autograd function keeps only the inputs and the state entering each chunk, and computes the gradients
   chunk by chunk in reverse (adjoint ``h_t = C_t ⊗ ḡ_t + e^{Δ_{t+1}A}·h_{t+1}``, in the same two forms), so
   training memory is O(seq_len·d_inner), not O(seq_len·d_inner·d_state). State, decays and gradients are fp32.
-* ``"auto"`` — mamba_ssm's CUDA ``selective_scan_fn`` when the tensors are on CUDA and ``mamba_ssm`` imports
-  (imported lazily, on first use on CUDA, never at package import; any failure falls back to ``"torch"`` with one
-  warning), otherwise ``"torch"``.
+* ``"cpu"`` — the same chunked algorithm (inputs and chunk-entry states saved, states recomputed per chunk in the
+  backward pass) as one compiled C loop per batch tile (:mod:`.native`, ``csrc/selective_scan_cpu.c``): a block of
+  8 channels' states stays in registers for the whole sequence, vectorised over the channels, with a polynomial
+  exp2. Built on first use with the system C compiler; fp32; CPU only; ``d_inner`` a multiple of 8.
+* ``"auto"`` — on CUDA, mamba_ssm's ``selective_scan_fn`` when ``mamba_ssm`` imports (imported lazily, on first
+  use on CUDA, never at package import; any failure falls back to ``"torch"`` with one warning); on CPU, ``"cpu"``
+  when the kernel builds (else ``"torch"`` with one warning).
 
 Everything here works *time-major*: sequences are ``(seq_len, batch_size, channels)``. Every time step of a batch
 tile is then one contiguous block, which the chunked scan reads and writes in place (no transposed copies of the
@@ -58,6 +62,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .native import block_width as native_block_width
+from .native import kernel_status as native_kernel_status
+from .native import load_kernel as load_native_kernel
+from .native import scan_backward as native_scan_backward
+from .native import scan_forward as native_scan_forward
 
 __all__ = [
     "MambaRMSNorm",
@@ -150,7 +160,7 @@ _PARALLEL_MAX_DECAY = 24.0
 # * tiles of 64–128 sequences per thread (0.70 s for 501 × 126 with 128, 0.99 s with 32, 1.23 s with 256).
 _CPU_MAX_TILE_ELEMENTS = 128 * 4096  # state elements per step of one tile
 
-_SCAN_MODES = ("parallel", "stepwise")
+_SCAN_MODES = ("parallel", "stepwise", "native")
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,17 @@ def _scan_plan(seq_len, batch_size, d_inner, d_state, device, chunk_size, batch_
         mode = "parallel" if on_cuda else "stepwise"
     if mode not in _SCAN_MODES:
         raise ValueError(f"`mode` must be one of {list(_SCAN_MODES)}, got mode={mode!r}")
+    if mode == "native":
+        if on_cuda:
+            raise ValueError("mode='native' is the compiled CPU scan; the tensors are on CUDA")
+        # one tile per thread; the backward pass recomputes each chunk's states in a small buffer
+        threads = torch.get_num_threads()
+        if batch_tile is None:
+            batch_tile = math.ceil(batch_size / threads)
+        batch_tile = max(1, min(batch_tile, batch_size))
+        n_tiles = math.ceil(batch_size / batch_tile)
+        chunk_size = 64 if chunk_size is None else chunk_size
+        return _ScanPlan(max(1, min(chunk_size, seq_len)), batch_tile, mode, max(1, min(threads, n_tiles)), True)
     if chunk_size is None:
         chunk_size = 64 if on_cuda else 32
     threads = 1 if on_cuda else torch.get_num_threads()
@@ -359,6 +380,14 @@ def _scan_forward(dt, v, A, B, C, plan: _ScanPlan, keep_chunk_states: bool):
     y = dt.new_empty(seq_len, batch_size, d_inner)
     chunk_states = dt.new_empty(batch_size, len(chunks), d_state, d_inner) if keep_chunk_states else None
 
+    if plan.mode == "native":
+
+        def scan_tile(rows):
+            native_scan_forward(dt, v, A2, B, C, y, chunk_states, plan.chunk_size, rows)
+
+        _for_each_tile(plan, batch_size, scan_tile)
+        return y, chunk_states
+
     def scan_tile(rows):
         state = dt.new_zeros(rows.stop - rows.start, d_state, d_inner)
         for index, steps in enumerate(chunks):
@@ -402,6 +431,20 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
         tile_grads_A = {}  # first row → Σ_t ∂L/∂a_t·Δ_t over the tile's sequences
 
+        if plan.mode == "native":
+            grad_B.zero_()
+            grad_C.zero_()
+
+            def native_tile(rows):
+                tile_grad_A = dt.new_zeros(d_state, d_inner)
+                native_scan_backward(dt, v, A2, At, B, C, chunk_states, grad_y, grad_dt, grad_v, grad_B, grad_C,
+                                tile_grad_A, plan.chunk_size, rows)  # fmt: skip
+                tile_grads_A[rows.start] = tile_grad_A
+
+            _for_each_tile(plan, batch_size, native_tile)
+            grad_A = torch.stack([tile_grads_A[start] for start in sorted(tile_grads_A)]).sum(dim=0)
+            return grad_dt, grad_v, grad_A.t(), grad_B, grad_C, None
+
         def backward_tile(rows):
             tile_grad_A = dt.new_zeros(rows.stop - rows.start, d_state, d_inner)  # per sequence
             grads = (grad_dt, grad_v, grad_B, grad_C, tile_grad_A)
@@ -442,9 +485,10 @@ def selective_scan_chunked(
         chunk_size: time steps per chunk (default 32 on CPU, 64 on CUDA).
         batch_tile: sequences processed together (default on CPU: the batch split over ``torch.get_num_threads()``
             worker threads, at most 128 sequences per tile at d_inner·d_state = 4096; on CUDA: all).
-        mode: ``"parallel"`` (each chunk in the parallel form when its decay allows it, else step by step) or
-            ``"stepwise"`` (every chunk step by step); default ``"stepwise"`` on CPU (faster there, see
-            ``_CPU_MAX_TILE_ELEMENTS``), ``"parallel"`` on CUDA.
+        mode: ``"parallel"`` (each chunk in the parallel form when its decay allows it, else step by step),
+            ``"stepwise"`` (every chunk step by step) or ``"native"`` (the compiled CPU kernel of
+            :mod:`.native`, one batch tile per thread; what ``mamba_backend="cpu"`` runs); default ``"stepwise"``
+            on CPU (the fastest pure-PyTorch form there, see ``_CPU_MAX_TILE_ELEMENTS``), ``"parallel"`` on CUDA.
     """
     seq_len, batch_size, d_inner = u.shape
     plan = _scan_plan(seq_len, batch_size, d_inner, A.shape[1], u.device, chunk_size, batch_tile, mode)
@@ -457,7 +501,7 @@ def selective_scan_chunked(
             delta = delta + delta_bias.float()
         dt = F.softplus(delta).contiguous()
         v = (dt * u).contiguous()
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (dt, v, A, B, C, u, z, D)):
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (dt, v, A, B, C, u, z, D)):
             y = _ChunkedSelectiveScan.apply(dt, v, A, B, C, plan)
             if D is not None:
                 y = y + u * D.float()
@@ -507,24 +551,49 @@ def load_mamba_ssm_selective_scan():
     return _MAMBA_SSM_SCAN
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """The backend that will actually run: ``"mamba_ssm"``, ``"torch"`` or ``"reference"``."""
+def native_supported(d_inner: int, d_state: int) -> bool:
+    """Whether the compiled CPU scan can run these sizes (it is built, ``d_inner`` is a multiple of its vector block
+    and ``d_state`` ≤ 64)."""
+    width = native_block_width()
+    return width > 0 and d_inner % width == 0 and d_state <= 64
+
+
+def resolve_backend(backend: str, device: torch.device, d_inner: int | None = None, d_state: int | None = None) -> str:
+    """The backend that will actually run: ``"mamba_ssm"``, ``"cpu"``, ``"torch"`` or ``"reference"``.
+
+    ``"auto"`` on CUDA is mamba_ssm when it imports, else ``"torch"``; on CPU ``"cpu"`` when the compiled scan
+    builds (and supports ``d_inner``/``d_state`` when given), else ``"torch"``. An explicit ``"cpu"`` that cannot
+    run raises a ValueError saying why."""
     if backend == "auto":
-        if device.type == "cuda" and load_mamba_ssm_selective_scan() is not None:
-            return "mamba_ssm"
+        if device.type == "cuda":
+            return "mamba_ssm" if load_mamba_ssm_selective_scan() is not None else "torch"
+        if load_native_kernel() is not None and (d_inner is None or native_supported(d_inner, d_state or 16)):
+            return "cpu"
         return "torch"
-    if backend not in ("torch", "reference"):
-        raise ValueError(f"`mamba_backend` must be one of ['auto', 'reference', 'torch'], got {backend!r}")
+    if backend not in ("cpu", "torch", "reference"):
+        raise ValueError(f"`mamba_backend` must be one of ['auto', 'cpu', 'reference', 'torch'], got {backend!r}")
+    if backend == "cpu":
+        if device.type != "cpu":
+            raise ValueError(f"mamba_backend='cpu' runs on the CPU only, the model is on {device}; use 'auto' or 'torch'")
+        if load_native_kernel() is None:
+            raise ValueError(f"mamba_backend='cpu': the compiled scan is {native_kernel_status()}; use 'torch'")
+        if d_inner is not None and not native_supported(d_inner, d_state or 16):
+            raise ValueError(
+                f"mamba_backend='cpu' needs d_inner a multiple of {native_block_width()} and d_state <= 64, got "
+                f"d_inner={d_inner}, d_state={d_state}; use 'torch'"
+            )
     return backend
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, backend: str = "auto") -> torch.Tensor:
     """Dispatch the selective scan (time-major arguments, see :func:`selective_scan_reference`)."""
-    resolved = resolve_backend(backend, u.device)
+    resolved = resolve_backend(backend, u.device, u.shape[-1], A.shape[-1])
     if resolved == "reference":
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias)
     if resolved == "torch":
         return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias)
+    if resolved == "cpu":
+        return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, mode="native")
     scan = load_mamba_ssm_selective_scan()
     def kernel_layout(tensor):  # (seq_len, batch, channels) → mamba_ssm's (batch, channels, seq_len)
         return tensor.permute(1, 2, 0).contiguous()
@@ -574,7 +643,8 @@ class MambaMixer(nn.Module):
     Args:
         d_model: token width. d_state: N. d_conv: causal convolution kernel. expand: ``d_inner = expand·d_model``.
         dt_rank: rank of the Δ projection (mamba_ssm's "auto" is ``ceil(d_model / 16)``).
-        backend: ``"auto"``, ``"torch"`` or ``"reference"`` (see the module docstring); may be changed at any time.
+        backend: ``"auto"``, ``"cpu"``, ``"torch"`` or ``"reference"`` (see the module docstring); may be changed
+            at any time.
     """
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank: int | None = None,

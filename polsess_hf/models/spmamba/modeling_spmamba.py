@@ -235,7 +235,7 @@ class SPMambaModel(SPMambaPreTrainedModel):
         self.post_init()
 
     def set_mamba_backend(self, backend: str) -> None:
-        """Switch every Mamba mixer to ``backend`` (``"auto"``, ``"torch"`` or ``"reference"``); also updates the
+        """Switch every Mamba mixer to ``backend`` (``"auto"``, ``"cpu"``, ``"torch"`` or ``"reference"``); also updates the
         config, so a saved model remembers it."""
         self.config.mamba_backend = backend
         self.config.validate_architecture()

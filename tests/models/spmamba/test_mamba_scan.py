@@ -4,6 +4,7 @@ warn-once mamba_ssm import."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -11,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from polsess_hf.models.spmamba import mamba_mixer
+from polsess_hf.models.spmamba import mamba_mixer, native
 from polsess_hf.models.spmamba.mamba_mixer import (
     BidirectionalMamba,
     MambaMixer,
@@ -83,10 +84,99 @@ def test_chunked_scan_equals_reference(regime, mode):
     _assert_matches_reference(inputs, mode=mode, chunk_size=16, batch_tile=2)
 
 
+# -- the compiled CPU scan ("cpu" backend, mode="native") -------------------------------------------------------
+
+
+@pytest.mark.parametrize("regime", sorted(DELTA_REGIMES))
+def test_native_scan_equals_reference(regime):
+    mean, spread = DELTA_REGIMES[regime]
+    inputs = _scan_inputs(batch=3, length=83, d_inner=16, d_state=6, delta_mean=mean, delta_spread=spread)
+    # chunk 16 leaves a partial last chunk; tile 2 leaves a partial last tile; two 8-channel blocks
+    _assert_matches_reference(inputs, mode="native", chunk_size=16, batch_tile=2)
+
+
+def test_native_scan_at_thesis_size_with_default_plan_equals_reference():
+    inputs = _scan_inputs(batch=5, length=70, d_inner=256, d_state=16, delta_mean=-3.0, seed=3)
+    errors = _assert_matches_reference(inputs, mode="native")
+    assert errors["output"] < 1e-6
+
+
+def test_native_scan_propagates_nan_and_inf_like_the_reference():
+    inputs = _scan_inputs(batch=1, length=12, d_inner=8, d_state=4, delta_mean=-3.0)
+    inputs["u"][5, 0, 3] = float("nan")
+    out = selective_scan_chunked(**inputs, mode="native")
+    reference = selective_scan_reference(**inputs)
+    torch.testing.assert_close(out.isnan(), reference.isnan())
+    assert out[:5].isfinite().all() and out[5:, 0, 3].isnan().all()
+
+
+def test_native_scan_threads_match_single_thread_exactly():
+    """Batch tiles on worker threads (the ctypes call releases the GIL): bit-identical to one thread."""
+    inputs = _scan_inputs(batch=7, length=50, d_inner=16, d_state=6, delta_mean=-3.0, seed=4)
+    grad_output = torch.randn(50, 7, 16, generator=torch.Generator().manual_seed(5))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single, single_grads = _outputs_and_grads(selective_scan_chunked, inputs, grad_output, mode="native")
+        torch.set_num_threads(2)
+        plan = mamba_mixer._scan_plan(50, 7, 16, 6, torch.device("cpu"), None, None, "native")
+        assert (plan.workers, plan.batch_tile) == (2, 4)
+        pooled, pooled_grads = _outputs_and_grads(selective_scan_chunked, inputs, grad_output, mode="native")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(pooled, single, rtol=0, atol=0)
+    for name in single_grads:
+        if name != "A":  # dA sums per-tile partial sums: tile boundaries change the float summation order
+            torch.testing.assert_close(pooled_grads[name], single_grads[name], rtol=0, atol=0, msg=name)
+    assert _relative_error(pooled_grads["A"], single_grads["A"]) < 1e-6
+
+
+def test_explicit_cpu_backend_says_why_it_cannot_run():
+    with pytest.raises(ValueError, match="d_inner a multiple of 8.*d_inner=12"):
+        resolve_backend("cpu", torch.device("cpu"), d_inner=12, d_state=4)
+    with pytest.raises(ValueError, match="CPU only.*meta"):
+        resolve_backend("cpu", torch.device("meta"))
+
+
+def test_kernel_is_built_once_into_the_cache_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLSESS_HF_KERNEL_CACHE", str(tmp_path))
+    compiler = native._compiler()
+    first = native._build(compiler)
+    assert first.parent == tmp_path and first.suffix == ".so"
+    stamp = first.stat().st_mtime_ns
+    assert native._build(compiler) == first and first.stat().st_mtime_ns == stamp  # cached, not rebuilt
+    assert [path.name for path in tmp_path.iterdir()] == [first.name]  # no temporary files left behind
+
+
+def test_without_a_compiler_auto_falls_back_to_torch_with_one_warning(tmp_path):
+    """A machine without a C compiler: one RuntimeWarning, then "auto" runs the pure-PyTorch scan."""
+    code = (
+        "import warnings, torch\n"
+        "from polsess_hf.models.spmamba.mamba_mixer import resolve_backend, selective_scan_reference\n"
+        "from polsess_hf.models.spmamba.mamba_mixer import selective_scan\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    backends = [resolve_backend('auto', torch.device('cpu')) for _ in range(3)]\n"
+        "    args = (torch.randn(6, 1, 8), torch.randn(6, 1, 8), -torch.rand(8, 2), torch.randn(6, 1, 2),"
+        " torch.randn(6, 1, 2))\n"
+        "    torch.testing.assert_close(selective_scan(*args), selective_scan_reference(*args))\n"
+        "print(backends, len(caught), caught[0].message if caught else '')\n"
+    )
+    env = {**os.environ, "CC": "", "PATH": str(tmp_path), "POLSESS_HF_KERNEL_CACHE": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "['torch', 'torch', 'torch'] 1 " in result.stdout
+    assert "no C compiler found" in result.stdout and "pure-PyTorch scan" in result.stdout
+    env["POLSESS_HF_NATIVE_SCAN"] = "0"  # turned off on purpose: no warning
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and "['torch', 'torch', 'torch'] 0 " in result.stdout, result.stdout + result.stderr
+
+
 @pytest.fixture(scope="module")
 def long_sequence_reference():
     """4,003 steps through the sequential reference, with gradients (computed once: ~40K tiny autograd nodes)."""
-    inputs = _scan_inputs(batch=1, length=4003, d_inner=4, d_state=16, delta_mean=-3.0)
+    inputs = _scan_inputs(batch=1, length=4003, d_inner=8, d_state=16, delta_mean=-3.0)  # 8: one native block
     leaves = {name: value.clone().requires_grad_() for name, value in inputs.items()}
     reference = selective_scan_reference(**leaves)
     grad_output = torch.randn(reference.shape, generator=torch.Generator().manual_seed(1))
@@ -95,7 +185,7 @@ def long_sequence_reference():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["parallel", "stepwise"])
+@pytest.mark.parametrize("mode", ["parallel", "stepwise", "native"])
 def test_chunked_scan_long_sequence(mode, long_sequence_reference):
     """≥ 4,000 steps: errors must not accumulate over chunks (state and adjoint are carried 126 times)."""
     inputs, reference, grad_output, reference_grads = long_sequence_reference
@@ -247,15 +337,17 @@ def test_bidirectional_groups_do_not_change_the_result():
     assert whole.shape == (9, 10, 16)
 
 
-def test_auto_backend_on_cpu_is_torch_and_never_imports_mamba_ssm(monkeypatch):
-    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+def test_auto_backend_on_cpu_is_the_compiled_scan_and_never_imports_mamba_ssm(monkeypatch):
+    # the machines this project runs on have a C compiler (make install needs none, the kernel builds on first use)
+    assert resolve_backend("auto", torch.device("cpu")) == "cpu", native.kernel_status()
+    assert resolve_backend("auto", torch.device("cpu"), d_inner=12, d_state=4) == "torch"  # 12: not a multiple of 8
     with pytest.raises(ValueError, match="mamba_backend.*'fast'"):
         resolve_backend("fast", torch.device("cpu"))
     monkeypatch.setattr(mamba_mixer, "_MAMBA_SSM_TRIED", False)
     monkeypatch.delitem(sys.modules, "mamba_ssm", raising=False)
     mixer = MambaMixer(d_model=8, d_state=4, expand=2, backend="auto")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no fallback warning on CPU: "auto" means torch there, silently
+        warnings.simplefilter("error")  # no fallback warning on CPU: "auto" means cpu/torch there, silently
         mixer(torch.randn(5, 1, 8))
     assert "mamba_ssm" not in sys.modules
     assert not mamba_mixer._MAMBA_SSM_TRIED  # not even attempted
@@ -285,6 +377,10 @@ def test_dispatch_reaches_each_backend():
     reference = selective_scan(**inputs, backend="reference")
     torch.testing.assert_close(selective_scan(**inputs, backend="torch"), reference, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(selective_scan(**inputs, backend="auto"), reference, rtol=1e-5, atol=1e-6)
+    wide = _scan_inputs(batch=1, length=10, d_inner=8, d_state=2, delta_mean=-3.0)
+    torch.testing.assert_close(
+        selective_scan(**wide, backend="cpu"), selective_scan(**wide, backend="reference"), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_worker_threads_run_under_the_callers_inference_mode():

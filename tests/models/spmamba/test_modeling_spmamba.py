@@ -168,7 +168,7 @@ def test_reproduces_the_thesis_network_at_full_size(preset):
 
 def _backend_results(model, x, labels):
     results = {}
-    for backend in ("reference", "torch"):
+    for backend in ("reference", "torch", "cpu"):
         model.zero_grad()
         model.set_mamba_backend(backend)
         out = model(x, labels=labels)
@@ -184,18 +184,20 @@ def _assert_backends_agree(config, samples):
     _perturb(model, scale=0.02)
     x, labels = torch.randn(1, samples), torch.randn(1, 2, samples)
     results = _backend_results(model, x, labels)
-    (estimates, grads), (reference_estimates, reference_grads) = results["torch"], results["reference"]
-    assert _relative(estimates, reference_estimates) < 1e-5
-    assert ((grads - reference_grads).norm() / reference_grads.norm()).item() < 1e-5
+    reference_estimates, reference_grads = results["reference"]
+    for backend in ("torch", "cpu"):
+        estimates, grads = results[backend]
+        assert _relative(estimates, reference_estimates) < 1e-5, backend
+        assert ((grads - reference_grads).norm() / reference_grads.norm()).item() < 1e-5, backend
 
 
-def test_torch_backend_equals_reference_backend_on_the_whole_model():
+def test_torch_and_cpu_backends_equal_reference_backend_on_the_whole_model():
     """The thesis network's widths (emb_ks 4, 2 heads, qk 256) with 2 blocks, 0.25 s: outputs and all gradients."""
     _assert_backends_agree(SPMambaConfig(num_blocks=2), samples=2000)
 
 
 @pytest.mark.slow
-def test_torch_backend_equals_reference_backend_on_the_reduced_model():
+def test_torch_and_cpu_backends_equal_reference_backend_on_the_reduced_model():
     """All blocks of the reduced thesis model, 0.5 s (the chunked scan's chunk boundaries are crossed)."""
     _assert_backends_agree(SPMambaConfig(), samples=4000)
 

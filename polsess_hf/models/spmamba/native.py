@@ -1,0 +1,161 @@
+"""The compiled CPU selective scan (``mamba_backend="cpu"``, and ``"auto"`` on CPU): build on first use, load, call.
+
+``csrc/selective_scan_cpu.c`` is compiled with the system C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into
+a per-user cache (``$POLSESS_HF_KERNEL_CACHE``, else ``~/.cache/polsess_hf/kernels``), keyed by the source, the
+compiler and the CPU's instruction-set flags (the build uses ``-march=native``), and loaded with ctypes. It is plain
+C with no Python or PyTorch headers, so a build takes about a second. The library is written to a temporary file
+and renamed into place, so processes building at once (DDP ranks) never load a half-written file.
+
+If there is no compiler, or the build fails, :func:`load_kernel` returns ``None`` after one warning and
+``mamba_backend="auto"`` uses the pure-PyTorch scan (same results, slower). ``POLSESS_HF_NATIVE_SCAN=0`` turns
+the compiled scan off.
+
+Why not ``torch.utils.cpp_extension``: it needs ninja and PyTorch's C++ headers (a build of a minute or more);
+the kernel needs neither (it reads and writes raw float32 buffers), and a ctypes call releases the GIL, so the
+caller's worker threads run batch tiles in parallel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+__all__ = ["load_kernel", "kernel_status", "block_width", "scan_forward", "scan_backward"]
+
+SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.c"
+FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast", "-fPIC", "-shared"]
+
+_LOCK = threading.Lock()
+_KERNEL = None
+_TRIED = False
+_STATUS = "not built yet"
+
+
+def _compiler() -> str | None:
+    for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    return None
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("POLSESS_HF_KERNEL_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "polsess_hf" / "kernels"
+
+
+def _build(compiler: str) -> Path:
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
+    key = hashlib.sha256(
+        b"\0".join(x.encode() for x in (SOURCE.read_text(), " ".join(FLAGS), version, _cpu_flags(), sys.platform))
+    ).hexdigest()[:16]
+    target = _cache_dir() / f"selective_scan_cpu-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        partial = Path(tmp) / target.name
+        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"`{compiler} {' '.join(FLAGS)} {SOURCE}` failed:\n{result.stderr.strip()[-2000:]}")
+        os.replace(partial, target)  # atomic: a concurrent builder's file is as good as ours
+    return target
+
+
+def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
+    p, i = ctypes.c_void_p, ctypes.c_int64
+    library.selective_scan_cpu_forward.argtypes = [p] * 7 + [i] * 7
+    library.selective_scan_cpu_forward.restype = None
+    library.selective_scan_cpu_backward.argtypes = [p] * 13 + [i] * 7
+    library.selective_scan_cpu_backward.restype = ctypes.c_int
+    library.selective_scan_cpu_block_width.restype = ctypes.c_int
+    return library
+
+
+def load_kernel():
+    """The compiled kernel library (ctypes), or ``None`` where it cannot be built (warns once per process)."""
+    global _KERNEL, _TRIED, _STATUS
+    with _LOCK:
+        if _TRIED:
+            return _KERNEL
+        _TRIED = True
+        if os.environ.get("POLSESS_HF_NATIVE_SCAN", "1").strip().lower() in ("0", "false", "no", "off"):
+            _STATUS = "disabled by POLSESS_HF_NATIVE_SCAN"
+            return None
+        compiler = _compiler()
+        try:
+            if not SOURCE.exists():  # e.g. Hub code copied without the package's csrc/
+                raise RuntimeError(f"kernel source {SOURCE} not found")
+            if compiler is None:
+                raise RuntimeError("no C compiler found ($CC, cc, gcc, clang)")
+            _KERNEL = _declare(ctypes.CDLL(str(_build(compiler))))
+            _STATUS = f"built with {compiler}"
+        except Exception as error:  # noqa: BLE001 - any failure means "use the PyTorch scan"
+            _STATUS = f"unavailable: {error}"
+            warnings.warn(
+                f"SPMamba: the compiled CPU selective scan is unavailable ({error}); using the pure-PyTorch scan "
+                "instead (same results, several times slower). Install a C compiler (gcc) to enable it, or set "
+                "POLSESS_HF_NATIVE_SCAN=0 to silence this warning.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return _KERNEL
+
+
+def kernel_status() -> str:
+    """A line saying whether the compiled scan is built, disabled or unavailable (and why)."""
+    return _STATUS
+
+
+def block_width() -> int:
+    """Channels per vector block: ``d_inner`` must be a multiple of it for the compiled scan."""
+    kernel = load_kernel()
+    return 0 if kernel is None else int(kernel.selective_scan_cpu_block_width())
+
+
+def _ptr(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def scan_forward(dt, v, A2t, B, C, y, chunk_states, chunk_size: int, rows: slice) -> None:
+    """Scan sequences ``rows`` (see the C source for layouts); writes ``y`` and, if given, ``chunk_states``."""
+    seq_len, batch, d_inner = dt.shape
+    load_kernel().selective_scan_cpu_forward(
+        _ptr(dt), _ptr(v), _ptr(A2t), _ptr(B), _ptr(C), _ptr(y), _ptr(chunk_states),
+        seq_len, batch, d_inner, A2t.shape[0], chunk_size, rows.start, rows.stop,
+    )  # fmt: skip
+
+
+def scan_backward(dt, v, A2t, At, B, C, chunk_states, grad_y, grad_dt, grad_v, grad_B, grad_C, grad_At, chunk_size: int,
+             rows: slice) -> None:  # fmt: skip
+    """Gradients for sequences ``rows``; ``grad_B``/``grad_C`` must be zero on entry, ``grad_At`` is accumulated."""
+    seq_len, batch, d_inner = dt.shape
+    status = load_kernel().selective_scan_cpu_backward(
+        _ptr(dt), _ptr(v), _ptr(A2t), _ptr(At), _ptr(B), _ptr(C), _ptr(chunk_states), _ptr(grad_y),
+        _ptr(grad_dt), _ptr(grad_v), _ptr(grad_B), _ptr(grad_C), _ptr(grad_At),
+        seq_len, batch, d_inner, A2t.shape[0], chunk_size, rows.start, rows.stop,
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError("selective_scan_cpu_backward could not allocate its work buffer")
