@@ -156,6 +156,10 @@ def worker(model_type: str, impl: str, case: str, repeats: int, precision: str, 
     }
 
 
+def _total_ram_gb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
 def run_case(model_type, impl, case, repeats, precision, threads, timeout) -> dict:
     command = [sys.executable, __file__, "--worker", model_type, impl, case, "--repeats", str(repeats),
                "--precision", precision, "--threads", str(threads)]
@@ -166,6 +170,9 @@ def run_case(model_type, impl, case, repeats, precision, threads, timeout) -> di
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        if result.returncode < 0:  # killed by a signal: SIGKILL without a traceback is the kernel's OOM killer
+            reason = "out of memory (SIGKILL from the OOM killer)" if result.returncode == -9 else "killed"
+            tail.append(f"{reason}: signal {-result.returncode}, machine RAM {_total_ram_gb():.0f} GB")
         return {"model": model_type, "impl": impl, "case": case, "precision": precision, "error": " | ".join(tail)}
     return json.loads(lines[-1])
 
