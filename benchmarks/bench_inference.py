@@ -262,6 +262,8 @@ def main(argv=None) -> None:
     parser.add_argument("--model", nargs="+", default=[], metavar="DIR",
                         help="trained checkpoint folder(s); each replaces the random network of its architecture")
     parser.add_argument("--cases", nargs="+", default=["speed", "quality"], choices=["speed", "quality"])
+    parser.add_argument("--seconds", nargs="+", type=float, metavar="S",
+                        help="speed-case lengths (default 60 600; one value runs one length, e.g. for slow models)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=7200, help="seconds per case")
     parser.add_argument("--quick", action="store_true", help="tiny models and short inputs, to check the script")
@@ -274,6 +276,8 @@ def main(argv=None) -> None:
 
     args.out = args.out or str(REPO_ROOT / "benchmarks" / "results" / f"inference{'_quick' if args.quick else ''}.json")
     short, long = (8.0, 24.0) if args.quick else (60.0, 600.0)
+    if args.seconds:
+        short, long = min(args.seconds), max(args.seconds)
     quality_rows = 3 if args.quick else 15  # 12 s / 60 s of 4 s rows
     corpus = prepare_corpus(quality_rows)
     folders = prepare_models(args.models, args.model, args.quick)
@@ -285,7 +289,7 @@ def main(argv=None) -> None:
         specs = []
         if "speed" in args.cases:
             specs += [{**common, "case": "speed", "seconds": seconds, "seconds_requested": seconds}
-                      for seconds in (short, long)]
+                      for seconds in dict.fromkeys((short, long))]
         if "quality" in args.cases:
             specs.append({**common, "case": "quality"})
         for spec in specs:

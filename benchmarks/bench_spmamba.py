@@ -246,7 +246,7 @@ def build_cases(args) -> list[dict]:
                 bwd_batch, bwd_length = batch, length
             cases.append({**common, "section": "scan", "name": f"scan {path} fwd+bwd (1 s shape)", "batch": bwd_batch,
                           "length": bwd_length, "d_inner": 256, "d_state": 16, "backward": True, "backends": backends})  # fmt: skip
-    durations = {"infer": [4.0, 60.0], "train": [1.0, 4.0, 60.0]}
+    durations = {"infer": args.infer_seconds or [4.0, 60.0], "train": args.train_seconds or [1.0, 4.0, 60.0]}
     if quick:
         durations = {"infer": [0.25], "train": [0.25]}
     for section in ("infer", "train"):
@@ -272,6 +272,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", default="scan,infer,train")
     parser.add_argument("--presets", default="reduced,paper")
+    parser.add_argument("--infer-seconds", nargs="+", type=float, help="inference lengths (default 4 60)")
+    parser.add_argument("--train-seconds", nargs="+", type=float, help="training clip lengths (default 1 4 60)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cap-gb", type=float, default=20.0, help="abort a case whose RSS exceeds this")

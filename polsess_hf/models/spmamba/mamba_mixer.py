@@ -41,7 +41,10 @@ Backends (``mamba_backend``):
 * ``"cpu"`` — the same chunked algorithm (inputs and chunk-entry states saved, states recomputed per chunk in the
   backward pass) as one compiled C loop per batch tile (:mod:`.native`, ``csrc/selective_scan_cpu.c``): a block of
   8 channels' states stays in registers for the whole sequence, vectorised over the channels, with a polynomial
-  exp2. Built on first use with the system C compiler; fp32; CPU only; ``d_inner`` a multiple of 8.
+  exp2. Built on first use with the system C compiler; fp32; CPU only; ``d_inner`` a multiple of 8. In
+  :class:`MambaMixer` this backend also fuses everything between the projections — causal convolution + SiLU in
+  one kernel, softplus + scan + D skip + SiLU gate in another, reading the projections' outputs in place — because
+  as PyTorch operations those ~15 passes over the ``d_inner``-wide tensors cost more than the scan itself.
 * ``"auto"`` — on CUDA, mamba_ssm's ``selective_scan_fn`` when ``mamba_ssm`` imports (imported lazily, on first
   use on CUDA, never at package import; any failure falls back to ``"torch"`` with one warning); on CPU, ``"cpu"``
   when the kernel builds (else ``"torch"`` with one warning).
@@ -64,8 +67,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .native import block_width as native_block_width
+from .native import conv_silu_backward as native_conv_silu_backward
+from .native import conv_silu_forward as native_conv_silu_forward
 from .native import kernel_status as native_kernel_status
 from .native import load_kernel as load_native_kernel
+from .native import mixer_scan_backward as native_mixer_scan_backward
+from .native import mixer_scan_forward as native_mixer_scan_forward
+from .native import rows_stride as native_rows_stride
 from .native import scan_backward as native_scan_backward
 from .native import scan_forward as native_scan_forward
 
@@ -613,6 +621,112 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, backen
 
 
 # ------------------------------------------------------------------------------------------------------------
+# The fused mixer core for mamba_backend="cpu" (conv + SiLU, then softplus + scan + D skip + SiLU gate)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``tensor`` as fp32 strided rows for the kernels (no copy when it already is), and its row stride."""
+    stride = native_rows_stride(tensor)
+    if stride is None:
+        tensor = tensor.float().contiguous()
+        stride = tensor.shape[2]
+    return tensor, stride
+
+
+def _sum_tiles(buffers: dict) -> torch.Tensor:
+    return torch.stack([buffers[start] for start in sorted(buffers)]).sum(dim=0)  # fixed order: deterministic
+
+
+class _FusedConvSiLU(torch.autograd.Function):
+    """``SiLU(causal depthwise conv(xin))``; xin ``(seq_len, batch, d_inner)`` strided rows, weight ``(d_inner, K)``."""
+
+    @staticmethod
+    def forward(ctx, xin, weight, bias, plan):
+        xin, sx = _rows(xin)
+        weight, bias = weight.float().t().contiguous(), bias.float().contiguous()  # (K, d_inner) for the kernel
+        out = xin.new_empty(xin.shape)
+        _for_each_tile(plan, xin.shape[1], lambda rows: native_conv_silu_forward(xin, sx, weight, bias, out, rows))
+        ctx.save_for_backward(xin, weight, bias)
+        ctx.sx, ctx.plan = sx, plan
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xin, weight, bias = ctx.saved_tensors
+        grad_out = grad_out.float().contiguous()
+        grad_x = torch.empty(xin.shape, dtype=torch.float32)
+        grad_w, grad_b = {}, {}
+
+        def tile(rows):
+            w, b = torch.zeros_like(weight), torch.zeros_like(bias)
+            native_conv_silu_backward(xin, ctx.sx, weight, bias, grad_out, grad_x, w, b, rows)
+            grad_w[rows.start], grad_b[rows.start] = w, b
+
+        _for_each_tile(ctx.plan, xin.shape[1], tile)
+        return grad_x, _sum_tiles(grad_w).t(), _sum_tiles(grad_b), None
+
+
+class _FusedMixerScan(torch.autograd.Function):
+    """``(scan(softplus(delta + dt_bias), u; A, B, C) + D·u)·SiLU(z)``, all ``(seq_len, batch, ·)``; saves the inputs
+    and the chunk-entry states only (like :class:`_ChunkedSelectiveScan`)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, dt_bias, A, B, C, D, z, plan):
+        u, delta = u.float().contiguous(), delta.float().contiguous()
+        B, sbc = _rows(B)
+        C, sbc_c = _rows(C)
+        if sbc_c != sbc:  # the kernel takes one stride for both
+            B, C = B.contiguous(), C.contiguous()
+            sbc = B.shape[2]
+        z, sz = _rows(z)
+        dt_bias, D = dt_bias.float().contiguous(), D.float().contiguous()
+        A2t = (A.float().t() * _LOG2_E).contiguous()
+        seq_len, batch_size, d_inner = u.shape
+        n_chunks = math.ceil(seq_len / plan.chunk_size)
+        keep = ctx.needs_input_grad is not None and any(ctx.needs_input_grad)
+        chunk_states = u.new_empty(batch_size, n_chunks, A.shape[1], d_inner) if keep else None
+        out = u.new_empty(u.shape)
+        _for_each_tile(plan, batch_size, lambda rows: native_mixer_scan_forward(
+            u, delta, dt_bias, A2t, B, C, sbc, D, z, sz, out, chunk_states, plan.chunk_size, rows))  # fmt: skip
+        if keep:
+            ctx.save_for_backward(u, delta, dt_bias, A, B, C, D, z, chunk_states)
+            ctx.strides, ctx.plan = (sbc, sz), plan
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        u, delta, dt_bias, A, B, C, D, z, chunk_states = ctx.saved_tensors
+        (sbc, sz), plan = ctx.strides, ctx.plan
+        seq_len, batch_size, d_inner = u.shape
+        d_state = A.shape[1]
+        grad_out = grad_out.float().contiguous()
+        A = A.float()
+        A2t, At = (A.t() * _LOG2_E).contiguous(), A.t().contiguous()
+        grad_u, grad_delta, grad_z = torch.empty_like(u), torch.empty_like(u), torch.empty_like(u)
+        grad_B = u.new_zeros(seq_len, batch_size, d_state)
+        grad_C = u.new_zeros(seq_len, batch_size, d_state)
+        tiles: dict = {}
+
+        def tile(rows):
+            grad_At, grad_D, grad_bias = u.new_zeros(d_state, d_inner), u.new_zeros(d_inner), u.new_zeros(d_inner)
+            native_mixer_scan_backward(u, delta, dt_bias, A2t, At, B, C, sbc, D, z, sz, chunk_states, grad_out,
+                                        grad_u, grad_delta, grad_z, grad_B, grad_C, grad_At, grad_D, grad_bias,
+                                        plan.chunk_size, rows)  # fmt: skip
+            tiles[rows.start] = torch.cat([grad_At.flatten(), grad_D, grad_bias])
+
+        _for_each_tile(plan, batch_size, tile)
+        summed = _sum_tiles(tiles)
+        grad_A = summed[: d_state * d_inner].view(d_state, d_inner).t()
+        grad_D, grad_bias = summed[d_state * d_inner : d_state * d_inner + d_inner], summed[-d_inner:]
+        return grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D, grad_z, None
+
+
+def fused_mixer_supported(d_inner: int, d_state: int, d_conv: int) -> bool:
+    return native_supported(d_inner, d_state) and d_conv <= 16
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Modules
 # ------------------------------------------------------------------------------------------------------------
 
@@ -695,6 +809,8 @@ class MambaMixer(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         xz = self.in_proj(hidden_states)
+        if resolve_backend(self.backend, xz.device, self.d_inner, self.d_state) == "cpu" and self.d_conv <= 16:
+            return self._forward_fused(xz)
         x, z = xz.chunk(2, dim=-1)
         x = F.silu(self.causal_conv(x))
         x_dbl = self.x_proj(x)
@@ -702,6 +818,23 @@ class MambaMixer(nn.Module):
         dt = F.linear(dt, self.dt_proj.weight)  # the bias is added inside the scan, in fp32 (as mamba_ssm does)
         A = -torch.exp(self.A_log.float())
         y = selective_scan(x, dt, A, B, C, self.D.float(), z, self.dt_proj.bias.float(), backend=self.backend)
+        return self.out_proj(y)
+
+    def _forward_fused(self, xz: torch.Tensor) -> torch.Tensor:
+        """The ``"cpu"`` backend: the same math as :meth:`MambaMixer.forward` with everything between the projections in
+        two compiled kernels (fp32, whatever autocast says; the projections stay ordinary — autocast — linear layers)."""
+        seq_len, batch_size, _ = xz.shape
+        plan = _scan_plan(seq_len, batch_size, self.d_inner, self.d_state, xz.device, None, None, "native")
+        with torch.autocast(device_type=xz.device.type, enabled=False):
+            xz = xz.float()
+            x_in, z = xz.split(self.d_inner, dim=-1)
+            x = _FusedConvSiLU.apply(x_in, self.conv1d.weight[:, 0, :], self.conv1d.bias, plan)
+        x_dbl = self.x_proj(x)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight)
+        with torch.autocast(device_type=xz.device.type, enabled=False):
+            A = -torch.exp(self.A_log.float())
+            y = _FusedMixerScan.apply(x, dt, self.dt_proj.bias, A, B, C, self.D, z, plan)
         return self.out_proj(y)
 
 

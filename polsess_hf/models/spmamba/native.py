@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_kernel", "kernel_status", "block_width", "scan_forward", "scan_backward"]
+__all__ = ["load_kernel", "kernel_status", "block_width", "scan_forward", "scan_backward", "rows_stride",
+           "conv_silu_forward", "conv_silu_backward", "mixer_scan_forward", "mixer_scan_backward"]
 
 SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.c"
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast", "-fPIC", "-shared"]
@@ -91,6 +92,17 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     library.selective_scan_cpu_backward.argtypes = [p] * 13 + [i] * 7
     library.selective_scan_cpu_backward.restype = ctypes.c_int
     library.selective_scan_cpu_block_width.restype = ctypes.c_int
+    # fused mixer core (see the C source): pointers, strides and sizes in declaration order
+    signatures = {
+        "mamba_conv_silu_forward": "p i p p p i i i i i i",
+        "mamba_conv_silu_backward": "p i p p p p p p i i i i i i",
+        "mamba_scan_forward": "p p p p p p i p p i p p i i i i i i i",
+        "mamba_scan_backward": "p p p p p p p i p p i p p p p p p p p p p i i i i i i i",
+    }
+    for name, signature in signatures.items():
+        function = getattr(library, name)
+        function.argtypes = [p if kind == "p" else i for kind in signature.split()]
+        function.restype = ctypes.c_int if name != "mamba_conv_silu_forward" else None
     return library
 
 
@@ -159,3 +171,60 @@ def scan_backward(dt, v, A2t, At, B, C, chunk_states, grad_y, grad_dt, grad_v, g
     )  # fmt: skip
     if status != 0:
         raise MemoryError("selective_scan_cpu_backward could not allocate its work buffer")
+
+
+# -- fused mixer core ----------------------------------------------------------------------------------------------
+
+
+def rows_stride(tensor: torch.Tensor) -> int | None:
+    """The row stride if ``tensor`` ``(seq_len, batch, width)`` is float32 rows ``r = t·batch + b`` at a uniform
+    stride with contiguous channels (e.g. a column slice of a contiguous matrix), else None."""
+    if tensor.dtype != torch.float32 or tensor.dim() != 3 or tensor.stride(2) != 1:
+        return None
+    seq_len, batch, width = tensor.shape
+    stride = tensor.stride(1) if batch > 1 else (tensor.stride(0) if seq_len > 1 else width)
+    if seq_len > 1 and tensor.stride(0) != batch * stride:
+        return None
+    return stride
+
+
+def conv_silu_forward(xin, sx: int, weight_t, bias, out, rows: slice) -> None:
+    """``weight_t``: the depthwise weight transposed, ``(K, d_inner)``."""
+    seq_len, batch, d_inner = out.shape
+    load_kernel().mamba_conv_silu_forward(_ptr(xin), sx, _ptr(weight_t), _ptr(bias), _ptr(out), seq_len, batch,
+                                          d_inner, weight_t.shape[0], rows.start, rows.stop)  # fmt: skip
+
+
+def conv_silu_backward(xin, sx: int, weight_t, bias, grad_out, grad_x, grad_wt, grad_b, rows: slice) -> None:
+    seq_len, batch, d_inner = grad_x.shape
+    status = load_kernel().mamba_conv_silu_backward(
+        _ptr(xin), sx, _ptr(weight_t), _ptr(bias), _ptr(grad_out), _ptr(grad_x), _ptr(grad_wt), _ptr(grad_b),
+        seq_len, batch, d_inner, weight_t.shape[0], rows.start, rows.stop,
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError("mamba_conv_silu_backward could not allocate its work buffer")
+
+
+def mixer_scan_forward(u, delta, dt_bias, A2t, B, C, sbc: int, D, z, sz: int, out, chunk_states, chunk_size: int,
+                       rows: slice) -> None:  # fmt: skip
+    seq_len, batch, d_inner = u.shape
+    status = load_kernel().mamba_scan_forward(
+        _ptr(u), _ptr(delta), _ptr(dt_bias), _ptr(A2t), _ptr(B), _ptr(C), sbc, _ptr(D), _ptr(z), sz, _ptr(out),
+        _ptr(chunk_states), seq_len, batch, d_inner, A2t.shape[0], chunk_size, rows.start, rows.stop,
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError("mamba_scan_forward could not allocate its state buffer")
+
+
+def mixer_scan_backward(u, delta, dt_bias, A2t, At, B, C, sbc: int, D, z, sz: int, chunk_states, grad_out, grad_u,
+                        grad_delta, grad_z, grad_B, grad_C, grad_At, grad_D, grad_bias, chunk_size: int,
+                        rows: slice) -> None:  # fmt: skip
+    seq_len, batch, d_inner = u.shape
+    status = load_kernel().mamba_scan_backward(
+        _ptr(u), _ptr(delta), _ptr(dt_bias), _ptr(A2t), _ptr(At), _ptr(B), _ptr(C), sbc, _ptr(D), _ptr(z), sz,
+        _ptr(chunk_states), _ptr(grad_out), _ptr(grad_u), _ptr(grad_delta), _ptr(grad_z), _ptr(grad_B),
+        _ptr(grad_C), _ptr(grad_At), _ptr(grad_D), _ptr(grad_bias),
+        seq_len, batch, d_inner, A2t.shape[0], chunk_size, rows.start, rows.stop,
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError("mamba_scan_backward could not allocate its work buffer")
