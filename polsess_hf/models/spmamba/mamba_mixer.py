@@ -74,8 +74,6 @@ from .native import load_kernel as load_native_kernel
 from .native import mixer_scan_backward as native_mixer_scan_backward
 from .native import mixer_scan_forward as native_mixer_scan_forward
 from .native import rows_stride as native_rows_stride
-from .native import scan_backward as native_scan_backward
-from .native import scan_forward as native_scan_forward
 
 __all__ = [
     "MambaRMSNorm",
@@ -388,14 +386,6 @@ def _scan_forward(dt, v, A, B, C, plan: _ScanPlan, keep_chunk_states: bool):
     y = dt.new_empty(seq_len, batch_size, d_inner)
     chunk_states = dt.new_empty(batch_size, len(chunks), d_state, d_inner) if keep_chunk_states else None
 
-    if plan.mode == "native":
-
-        def scan_tile(rows):
-            native_scan_forward(dt, v, A2, B, C, y, chunk_states, plan.chunk_size, rows)
-
-        _for_each_tile(plan, batch_size, scan_tile)
-        return y, chunk_states
-
     def scan_tile(rows):
         state = dt.new_zeros(rows.stop - rows.start, d_state, d_inner)
         for index, steps in enumerate(chunks):
@@ -438,20 +428,6 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         grad_dt, grad_v = torch.empty_like(dt), torch.empty_like(v)
         grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
         tile_grads_A = {}  # first row → Σ_t ∂L/∂a_t·Δ_t over the tile's sequences
-
-        if plan.mode == "native":
-            grad_B.zero_()
-            grad_C.zero_()
-
-            def native_tile(rows):
-                tile_grad_A = dt.new_zeros(d_state, d_inner)
-                native_scan_backward(dt, v, A2, At, B, C, chunk_states, grad_y, grad_dt, grad_v, grad_B, grad_C,
-                                tile_grad_A, plan.chunk_size, rows)  # fmt: skip
-                tile_grads_A[rows.start] = tile_grad_A
-
-            _for_each_tile(plan, batch_size, native_tile)
-            grad_A = torch.stack([tile_grads_A[start] for start in sorted(tile_grads_A)]).sum(dim=0)
-            return grad_dt, grad_v, grad_A.t(), grad_B, grad_C, None
 
         def backward_tile(rows):
             tile_grad_A = dt.new_zeros(rows.stop - rows.start, d_state, d_inner)  # per sequence
@@ -500,6 +476,8 @@ def selective_scan_chunked(
     """
     seq_len, batch_size, d_inner = u.shape
     plan = _scan_plan(seq_len, batch_size, d_inner, A.shape[1], u.device, chunk_size, batch_tile, mode)
+    if plan.mode == "native":  # the compiled kernel does softplus, D and the gate itself
+        return _FusedMixerScan.apply(u, delta, delta_bias, A, B, C, D, z, plan)
     # Everything below is fp32 whatever autocast says: the state recurrence and its gradients in bf16 diverge.
     with torch.autocast(device_type=u.device.type, enabled=False):
         u, A = u.float(), A.float()
@@ -668,8 +646,8 @@ class _FusedConvSiLU(torch.autograd.Function):
 
 
 class _FusedMixerScan(torch.autograd.Function):
-    """``(scan(softplus(delta + dt_bias), u; A, B, C) + D·u)·SiLU(z)``, all ``(seq_len, batch, ·)``; saves the inputs
-    and the chunk-entry states only (like :class:`_ChunkedSelectiveScan`)."""
+    """``(scan(softplus(delta + dt_bias), u; A, B, C) + D·u)·SiLU(z)``, all ``(seq_len, batch, ·)`` (``dt_bias``, D and
+    z may be None); saves the inputs and the chunk-entry states only (like :class:`_ChunkedSelectiveScan`)."""
 
     @staticmethod
     def forward(ctx, u, delta, dt_bias, A, B, C, D, z, plan):
@@ -679,8 +657,10 @@ class _FusedMixerScan(torch.autograd.Function):
         if sbc_c != sbc:  # the kernel takes one stride for both
             B, C = B.contiguous(), C.contiguous()
             sbc = B.shape[2]
-        z, sz = _rows(z)
-        dt_bias, D = dt_bias.float().contiguous(), D.float().contiguous()
+        z, sz = (None, 0) if z is None else _rows(z)
+        ctx.bias_given = dt_bias is not None
+        dt_bias = u.new_zeros(u.shape[2]) if dt_bias is None else dt_bias.float().contiguous()
+        D = None if D is None else D.float().contiguous()
         A2t = (A.float().t() * _LOG2_E).contiguous()
         seq_len, batch_size, d_inner = u.shape
         n_chunks = math.ceil(seq_len / plan.chunk_size)
@@ -703,7 +683,8 @@ class _FusedMixerScan(torch.autograd.Function):
         grad_out = grad_out.float().contiguous()
         A = A.float()
         A2t, At = (A.t() * _LOG2_E).contiguous(), A.t().contiguous()
-        grad_u, grad_delta, grad_z = torch.empty_like(u), torch.empty_like(u), torch.empty_like(u)
+        grad_u, grad_delta = torch.empty_like(u), torch.empty_like(u)
+        grad_z = None if z is None else torch.empty_like(u)
         grad_B = u.new_zeros(seq_len, batch_size, d_state)
         grad_C = u.new_zeros(seq_len, batch_size, d_state)
         tiles: dict = {}
@@ -719,7 +700,8 @@ class _FusedMixerScan(torch.autograd.Function):
         summed = _sum_tiles(tiles)
         grad_A = summed[: d_state * d_inner].view(d_state, d_inner).t()
         grad_D, grad_bias = summed[d_state * d_inner : d_state * d_inner + d_inner], summed[-d_inner:]
-        return grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D, grad_z, None
+        grad_bias = grad_bias if ctx.bias_given else None
+        return grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, None if D is None else grad_D, grad_z, None
 
 
 def fused_mixer_supported(d_inner: int, d_state: int, d_conv: int) -> bool:

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_kernel", "kernel_status", "block_width", "scan_forward", "scan_backward", "rows_stride",
-           "conv_silu_forward", "conv_silu_backward", "mixer_scan_forward", "mixer_scan_backward"]
+__all__ = ["load_kernel", "kernel_status", "block_width", "rows_stride", "conv_silu_forward", "conv_silu_backward", "mixer_scan_forward", "mixer_scan_backward"]
 
 SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.c"
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast", "-fPIC", "-shared"]
@@ -87,10 +86,6 @@ def _build(compiler: str) -> Path:
 
 def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     p, i = ctypes.c_void_p, ctypes.c_int64
-    library.selective_scan_cpu_forward.argtypes = [p] * 7 + [i] * 7
-    library.selective_scan_cpu_forward.restype = None
-    library.selective_scan_cpu_backward.argtypes = [p] * 13 + [i] * 7
-    library.selective_scan_cpu_backward.restype = ctypes.c_int
     library.selective_scan_cpu_block_width.restype = ctypes.c_int
     # fused mixer core (see the C source): pointers, strides and sizes in declaration order
     signatures = {
@@ -149,31 +144,6 @@ def block_width() -> int:
 
 def _ptr(tensor: torch.Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
-
-
-def scan_forward(dt, v, A2t, B, C, y, chunk_states, chunk_size: int, rows: slice) -> None:
-    """Scan sequences ``rows`` (see the C source for layouts); writes ``y`` and, if given, ``chunk_states``."""
-    seq_len, batch, d_inner = dt.shape
-    load_kernel().selective_scan_cpu_forward(
-        _ptr(dt), _ptr(v), _ptr(A2t), _ptr(B), _ptr(C), _ptr(y), _ptr(chunk_states),
-        seq_len, batch, d_inner, A2t.shape[0], chunk_size, rows.start, rows.stop,
-    )  # fmt: skip
-
-
-def scan_backward(dt, v, A2t, At, B, C, chunk_states, grad_y, grad_dt, grad_v, grad_B, grad_C, grad_At, chunk_size: int,
-             rows: slice) -> None:  # fmt: skip
-    """Gradients for sequences ``rows``; ``grad_B``/``grad_C`` must be zero on entry, ``grad_At`` is accumulated."""
-    seq_len, batch, d_inner = dt.shape
-    status = load_kernel().selective_scan_cpu_backward(
-        _ptr(dt), _ptr(v), _ptr(A2t), _ptr(At), _ptr(B), _ptr(C), _ptr(chunk_states), _ptr(grad_y),
-        _ptr(grad_dt), _ptr(grad_v), _ptr(grad_B), _ptr(grad_C), _ptr(grad_At),
-        seq_len, batch, d_inner, A2t.shape[0], chunk_size, rows.start, rows.stop,
-    )  # fmt: skip
-    if status != 0:
-        raise MemoryError("selective_scan_cpu_backward could not allocate its work buffer")
-
-
-# -- fused mixer core ----------------------------------------------------------------------------------------------
 
 
 def rows_stride(tensor: torch.Tensor) -> int | None:
