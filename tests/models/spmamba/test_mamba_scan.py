@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 
 import pytest
@@ -163,6 +164,14 @@ def test_kernel_is_built_once_into_the_cache_and_reused(tmp_path, monkeypatch):
     stamp = first.stat().st_mtime_ns
     assert native._build(compiler) == first and first.stat().st_mtime_ns == stamp  # cached, not rebuilt
     assert [path.name for path in tmp_path.iterdir()] == [first.name]  # no temporary files left behind
+
+
+def test_unusable_cache_directory_falls_back_to_a_temporary_one(tmp_path, monkeypatch):
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("")
+    monkeypatch.setenv("POLSESS_HF_KERNEL_CACHE", str(blocker / "kernels"))  # mkdir fails: a file is in the way
+    built = native._build(native._compiler())
+    assert built.exists() and str(built).startswith(tempfile.gettempdir())
 
 
 def test_without_a_compiler_auto_falls_back_to_torch_with_one_warning(tmp_path):
