@@ -39,12 +39,11 @@ Backends (``mamba_backend``):
   chunk by chunk in reverse (adjoint ``h_t = C_t ⊗ ḡ_t + e^{Δ_{t+1}A}·h_{t+1}``, in the same two forms), so
   training memory is O(seq_len·d_inner), not O(seq_len·d_inner·d_state). State, decays and gradients are fp32.
 * ``"cpu"`` — the same chunked algorithm (inputs and chunk-entry states saved, states recomputed per chunk in the
-  backward pass) as one compiled C loop per batch tile (:mod:`.native`, ``csrc/selective_scan_cpu.c``): a block of
-  8 channels' states stays in registers for the whole sequence, vectorised over the channels, with a polynomial
-  exp2. Built on first use with the system C compiler; fp32; CPU only; ``d_inner`` a multiple of 8. In
-  :class:`MambaMixer` this backend also fuses everything between the projections — causal convolution + SiLU in
-  one kernel, softplus + scan + D skip + SiLU gate in another, reading the projections' outputs in place — because
-  as PyTorch operations those ~15 passes over the ``d_inner``-wide tensors cost more than the scan itself.
+  backward pass) as compiled C loops per batch tile (:mod:`.native`, ``csrc/selective_scan_cpu.c``), vectorised
+  over blocks of 8 channels with a polynomial exp2; softplus, the D skip and the SiLU gate are computed in the same
+  loop. Built on first use with the system C compiler; fp32; CPU only; ``d_inner`` a multiple of 8. In
+  :class:`MambaMixer` the causal convolution + SiLU runs in a second kernel, and both read the projections' outputs
+  in place — as PyTorch operations those ~15 passes over the ``d_inner``-wide tensors cost more than the scan.
 * ``"auto"`` — on CUDA, mamba_ssm's ``selective_scan_fn`` when ``mamba_ssm`` imports (imported lazily, on first
   use on CUDA, never at package import; any failure falls back to ``"torch"`` with one warning); on CPU, ``"cpu"``
   when the kernel builds (else ``"torch"`` with one warning).
@@ -444,7 +443,7 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
             tile_grads_A[rows.start] = tile_grad_A.sum(dim=0)
 
         _for_each_tile(plan, batch_size, backward_tile)
-        grad_A = torch.stack([tile_grads_A[start] for start in sorted(tile_grads_A)]).sum(dim=0)  # fixed order
+        grad_A = _sum_tiles(tile_grads_A)
         return grad_dt, grad_v, grad_A.t(), grad_B, grad_C, None
 
 

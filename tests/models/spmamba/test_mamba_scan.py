@@ -299,21 +299,28 @@ def test_no_state_tensor_for_the_whole_sequence_is_kept_for_backward():
     assert max(saved) <= full_states // 8, f"largest saved tensor {max(saved)} elements (all states: {full_states})"
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpu", "reference"])
-def test_mixer_backends_share_weights_and_agree(backend):
-    torch.manual_seed(0)
-    mixer = MambaMixer(d_model=16, d_state=8, d_conv=4, expand=2, backend="reference")
-    mixer.reset_mamba_parameters()
-    hidden = torch.randn(37, 3, 16, requires_grad=True)
+def _assert_mixer_matches_reference(mixer, hidden, backend):
+    """Output and every gradient (input and parameters) of ``mixer`` on ``backend`` within TOLERANCE of the
+    reference backend; returns the output."""
+    mixer.backend = "reference"
     expected = mixer(hidden)
-    expected_grad = torch.autograd.grad(expected.square().sum(), [hidden, *mixer.parameters()])
+    expected_grads = torch.autograd.grad(expected.square().sum(), [hidden, *mixer.parameters()])
     mixer.backend = backend
     out = mixer(hidden)
     grads = torch.autograd.grad(out.square().sum(), [hidden, *mixer.parameters()])
     assert _relative_error(out, expected) < TOLERANCE
     names = ["input"] + [name for name, _ in mixer.named_parameters()]
-    for name, grad, reference in zip(names, grads, expected_grad):
+    for name, grad, reference in zip(names, grads, expected_grads):
         assert _relative_error(grad, reference) < TOLERANCE, name
+    return out
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "reference"])
+def test_mixer_backends_share_weights_and_agree(backend):
+    torch.manual_seed(0)
+    mixer = MambaMixer(d_model=16, d_state=8, d_conv=4, expand=2, backend="reference")
+    mixer.reset_mamba_parameters()
+    _assert_mixer_matches_reference(mixer, torch.randn(37, 3, 16, requires_grad=True), backend)
 
 
 @pytest.mark.parametrize("length, batch", [(1, 1), (2, 3), (5, 1), (70, 2)])
@@ -327,15 +334,7 @@ def test_fused_cpu_mixer_matches_reference_at_edge_shapes(length, batch):
         mixer.conv1d.bias.normal_()
         mixer.D.normal_()
     hidden = torch.randn(length, batch, 8, requires_grad=True)
-    expected = mixer(hidden)
-    expected_grads = torch.autograd.grad(expected.square().sum(), [hidden, *mixer.parameters()])
-    mixer.backend = "cpu"
-    out = mixer(hidden)
-    grads = torch.autograd.grad(out.square().sum(), [hidden, *mixer.parameters()])
-    assert _relative_error(out, expected) < TOLERANCE
-    names = ["input"] + [name for name, _ in mixer.named_parameters()]
-    for name, grad, reference in zip(names, grads, expected_grads):
-        assert _relative_error(grad, reference) < TOLERANCE, name
+    out = _assert_mixer_matches_reference(mixer, hidden, "cpu")
     with torch.no_grad():  # inference keeps no chunk states and gives the same numbers
         torch.testing.assert_close(mixer(hidden), out.detach(), rtol=0, atol=0)
 

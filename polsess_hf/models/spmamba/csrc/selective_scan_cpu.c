@@ -54,19 +54,6 @@ static inline float exp2_decay(float x) {
 
 int selective_scan_cpu_block_width(void) { return W; }
 
-/* ---------------------------------------------------------------------------------------------------------------
- * The whole Mamba mixer core between the projections, fused (MambaMixer with mamba_backend="cpu"):
- *
- *   x   = SiLU(conv_bias + sum_k w_k * xin_{t-(K-1)+k})                    causal depthwise convolution + SiLU
- *   dt  = softplus(delta + dt_bias),  v = dt * x
- *   s_t = exp(dt_t A) s_{t-1} + B_t v_t,  y_t = <C_t, s_t>
- *   out = (y + D * x) * SiLU(z)
- *
- * PyTorch runs these as ~15 passes over (seq_len, batch, d_inner) tensors (the model's largest), memory-bound;
- * here each value is computed in registers where it is used. xin, z, B and C are strided rows of the projections'
- * outputs (row r = t * batch + b at ptr + r * stride), so no copies are made.
- * ------------------------------------------------------------------------------------------------------------- */
-
 static inline float exp_any(float x) { return exp2_decay(x * 1.44269504088896341f); }
 
 static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_any(-x)); }
@@ -89,19 +76,25 @@ static inline float softplus(float x) {
 /* Causal depthwise convolution + SiLU, one whole row (all d_inner channels, contiguous) at a time: rows of xin are
  * read in order and each is reused by the K steps that need it while it is in L1. wt is the weight transposed,
  * (K, d_inner); tap K-1 multiplies the current step. */
+
+/* pre = bias + sum_k wt[k] * xin_{t-(K-1)+k} for one row (t, b): the convolution before the SiLU. */
+static inline void conv_row(float *pre, const float *xin, int64_t sx, const float *wt, const float *bias, int64_t t,
+                            int64_t b, int64_t batch, int64_t d_inner, int64_t K) {
+    for (int64_t d = 0; d < d_inner; ++d) pre[d] = bias[d];
+    for (int64_t k = 0; k < K; ++k) {
+        const int64_t tt = t - (K - 1) + k;
+        if (tt < 0) continue;
+        const float *xp = xin + (tt * batch + b) * sx, *wk = wt + k * d_inner;
+#pragma omp simd
+        for (int64_t d = 0; d < d_inner; ++d) pre[d] += wk[d] * xp[d];
+    }
+}
 void mamba_conv_silu_forward(const float *xin, int64_t sx, const float *wt, const float *bias, float *out,
                              int64_t seq_len, int64_t batch, int64_t d_inner, int64_t K, int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)
         for (int64_t t = 0; t < seq_len; ++t) {
             float *op = out + (t * batch + b) * d_inner;
-            for (int64_t d = 0; d < d_inner; ++d) op[d] = bias[d];
-            for (int64_t k = 0; k < K; ++k) {
-                const int64_t tt = t - (K - 1) + k;
-                if (tt < 0) continue;
-                const float *xp = xin + (tt * batch + b) * sx, *wk = wt + k * d_inner;
-#pragma omp simd
-                for (int64_t d = 0; d < d_inner; ++d) op[d] += wk[d] * xp[d];
-            }
+            conv_row(op, xin, sx, wt, bias, t, b, batch, d_inner, K);
 #pragma omp simd
             for (int64_t d = 0; d < d_inner; ++d) op[d] = op[d] * sigmoid(op[d]);
         }
@@ -117,14 +110,7 @@ int mamba_conv_silu_backward(const float *xin, int64_t sx, const float *wt, cons
     float *pre = work, *ring = work + d_inner; /* ring row (t mod K) holds dL/dpre at step t */
     for (int64_t b = b0; b < b1; ++b) {
         for (int64_t t = seq_len - 1; t >= 0; --t) {
-            for (int64_t d = 0; d < d_inner; ++d) pre[d] = bias[d];
-            for (int64_t k = 0; k < K; ++k) {
-                const int64_t tt = t - (K - 1) + k;
-                if (tt < 0) continue;
-                const float *xp = xin + (tt * batch + b) * sx, *wk = wt + k * d_inner;
-#pragma omp simd
-                for (int64_t d = 0; d < d_inner; ++d) pre[d] += wk[d] * xp[d];
-            }
+            conv_row(pre, xin, sx, wt, bias, t, b, batch, d_inner, K);
             const float *gp = grad_out + (t * batch + b) * d_inner;
             float *g = ring + (t % K) * d_inner;
 #pragma omp simd
@@ -156,10 +142,10 @@ int mamba_conv_silu_backward(const float *xin, int64_t sx, const float *wt, cons
 }
 
 /* Time-outer order: per sequence, one pass over its rows (each read once, contiguously) with the states of all
- * channels, (d_state, d_inner), in an L1/L2-resident buffer. The channel-block-outer order of
- * states-in-registers loop (channel blocks outer, time inner) re-read every row d_inner / W times, and for long
- * sequences (inter-frame: ~500 steps of a 129-sequence batch) those rows did not stay in cache (measured 0.82 vs
- * 1.37 G state updates/s). */
+ * channels, (d_state, d_inner), in an L1/L2-resident buffer. A channel-block-outer order (a block's states in
+ * registers, time inner) re-reads every row d_inner / W times, and for long sequences (inter-frame: ~500 steps of a
+ * 129-sequence batch) those rows did not stay in cache (measured 0.82 vs 1.37 G state updates/s). The backward
+ * pass keeps that order: it works chunk by chunk, whose rows do stay in cache. */
 int mamba_scan_forward(const float *u, const float *delta, const float *dt_bias, const float *A2t, const float *Bm,
                        const float *Cm, int64_t sbc, const float *Dskip, const float *z, int64_t sz, float *out,
                        float *chunk_states, int64_t seq_len, int64_t batch, int64_t d_inner, int64_t d_state,
