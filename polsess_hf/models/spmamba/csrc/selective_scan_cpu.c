@@ -73,6 +73,69 @@ static inline float softplus(float x) {
     return (x > 0.0f ? x : 0.0f) + 2.0f * s * p;
 }
 
+#ifdef __AVX2__
+#include <immintrin.h>
+/* 2^x for x <= 0 (the decays exp(dt A), A < 0), 8 lanes, relative error < 2.5e-7: a degree-5 polynomial for 2^f on
+ * [-1/2, 1/2] (fitted for relative error; two multiply-adds fewer than exp2_decay, whose range reduction also
+ * needs a multiply by ln 2) with the integer part added to the exponent bits. x below -126 (and -inf) gives 2^-126;
+ * NaN stays NaN (max returns its second operand when one is NaN; NaN converts to INT_MIN, whose shifted bits are 0). */
+static inline __m256 exp2_neg8(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(-126.0f), x);
+    const __m256 xi = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 f = _mm256_sub_ps(x, xi);
+    __m256 p = _mm256_set1_ps(0.001327647129073739f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.009675541892647743f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.05550713092088699f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.24022120237350464f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.6931469440460205f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0000001192092896f));
+    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(xi), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+}
+#endif
+
+/* One time step of one block of W channels: s (d_state rows at stride ld) <- exp(dt A) s + B_t v, and
+ * acc <- <C_t, s>. With AVX2, four states at a time (four independent exp2 chains in flight: the single-chain loop
+ * was latency-bound, 0.93 vs 1.35 G state updates/s on one core). */
+static inline void scan_step_block(float *s, int64_t ld, const float *a2t, int64_t d_state, const float *dtw,
+                                   const float *vw, const float *Bp, const float *Cp, float *acc) {
+#ifdef __AVX2__
+    if (W == 8 && d_state % 4 == 0) {
+        const __m256 dt = _mm256_loadu_ps(dtw), v = _mm256_loadu_ps(vw);
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        for (int64_t n = 0; n < d_state; n += 4) {
+            float *sp = s + n * ld;
+            const float *a2 = a2t + n * ld;
+            __m256 st[4];
+            for (int k = 0; k < 4; ++k) {
+                const __m256 decay = exp2_neg8(_mm256_mul_ps(dt, _mm256_loadu_ps(a2 + k * ld)));
+                const __m256 input = _mm256_mul_ps(_mm256_set1_ps(Bp[n + k]), v);
+                st[k] = _mm256_fmadd_ps(decay, _mm256_loadu_ps(sp + k * ld), input);
+                _mm256_storeu_ps(sp + k * ld, st[k]);
+            }
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(Cp[n]), st[0], acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(Cp[n + 1]), st[1], acc1);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(Cp[n + 2]), st[2], acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(Cp[n + 3]), st[3], acc1);
+        }
+        _mm256_storeu_ps(acc, _mm256_add_ps(acc0, acc1));
+        return;
+    }
+#endif
+    for (int w = 0; w < W; ++w) acc[w] = 0.0f;
+    for (int64_t n = 0; n < d_state; ++n) {
+        const float bn = Bp[n], cn = Cp[n];
+        float *sp = s + n * ld;
+        const float *a2 = a2t + n * ld;
+#pragma omp simd
+        for (int w = 0; w < W; ++w) {
+            const float state = exp2_decay(dtw[w] * a2[w]) * sp[w] + bn * vw[w];
+            sp[w] = state;
+            acc[w] += cn * state;
+        }
+    }
+}
+
 /* Causal depthwise convolution + SiLU, one whole row (all d_inner channels, contiguous) at a time: rows of xin are
  * read in order and each is reused by the K steps that need it while it is in L1. wt is the weight transposed,
  * (K, d_inner); tap K-1 multiplies the current step. */
@@ -160,6 +223,16 @@ int mamba_scan_forward(const float *u, const float *delta, const float *dt_bias,
                 memcpy(chunk_states + (b * n_chunks + t / chunk) * d_state * d_inner, s,
                        sizeof(float) * (size_t)(d_state * d_inner));
             const int64_t row = t * batch + b;
+            if (t + 1 < seq_len) { /* this sequence's next row is `batch` rows away: fetch it while this one runs */
+                const int64_t next = row + batch;
+                for (int64_t k = 0; k < d_inner; k += 16) {
+                    __builtin_prefetch(u + next * d_inner + k);
+                    __builtin_prefetch(delta + next * d_inner + k);
+                    if (z) __builtin_prefetch(z + next * sz + k);
+                }
+                __builtin_prefetch(Bm + next * sbc);
+                __builtin_prefetch(Cm + next * sbc);
+            }
             const float *Bp = Bm + row * sbc, *Cp = Cm + row * sbc, *zp = z ? z + row * sz : NULL;
             for (int64_t d0 = 0; d0 < d_inner; d0 += W) {
                 const float *up = u + row * d_inner + d0, *dp = delta + row * d_inner + d0;
@@ -168,19 +241,8 @@ int mamba_scan_forward(const float *u, const float *delta, const float *dt_bias,
                 for (int w = 0; w < W; ++w) {
                     dtw[w] = softplus(dp[w] + dt_bias[d0 + w]);
                     vw[w] = dtw[w] * up[w];
-                    acc[w] = 0.0f;
                 }
-                for (int64_t n = 0; n < d_state; ++n) {
-                    const float bn = Bp[n], cn = Cp[n];
-                    float *sp = s + n * d_inner + d0;
-                    const float *a2 = A2t + n * d_inner + d0;
-#pragma omp simd
-                    for (int w = 0; w < W; ++w) {
-                        const float state = exp2_decay(dtw[w] * a2[w]) * sp[w] + bn * vw[w];
-                        sp[w] = state;
-                        acc[w] += cn * state;
-                    }
-                }
+                scan_step_block(s + d0, d_inner, A2t + d0, d_state, dtw, vw, Bp, Cp, acc);
                 float *op = out + row * d_inner + d0;
                 if (Dskip)
                     for (int w = 0; w < W; ++w) acc[w] += Dskip[d0 + w] * up[w];
