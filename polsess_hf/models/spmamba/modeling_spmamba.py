@@ -47,7 +47,7 @@ from transformers import initialization as init
 from ..modeling_separation import SeparationPreTrainedModel
 from ..outputs import SeparationOutput
 from .configuration_spmamba import SPMambaConfig
-from .mamba_mixer import BidirectionalMamba, MambaMixer, MambaRMSNorm
+from .mamba_mixer import BidirectionalMamba, MambaMixer, MambaRMSNorm, for_each_inference_tile
 
 __all__ = [
     "SPMambaPreTrainedModel",
@@ -147,12 +147,35 @@ class SPMambaGridNetBlock(nn.Module):
         ``length`` positions), plus the residual. Tokens are windows of ``emb_ks`` positions × ``emb_dim`` channels,
         feature index ``channel·emb_ks + k`` (``F.unfold``'s order), laid out time-major for the Mamba blocks."""
         batch, channels, rows, length = hidden.shape
+        if mamba.tiled_inference_supported(hidden):
+            return self._sequence_path_tiled(hidden, norm, mamba, linear)
         windows = norm(hidden).unfold(3, self.emb_ks, self.emb_hs)  # (batch, channels, rows, n_windows, emb_ks)
         n_windows = windows.shape[3]
         tokens = windows.permute(3, 0, 2, 1, 4).reshape(n_windows, batch * rows, channels * self.emb_ks)
         features = mamba(tokens)  # (n_windows, batch·rows, 2·channels·emb_ks)
         out = linear(features.permute(1, 2, 0))  # (batch·rows, channels, length)
         return out.view(batch, rows, channels, length).transpose(1, 2) + hidden
+
+    def _sequence_path_tiled(self, hidden: torch.Tensor, norm, mamba, linear) -> torch.Tensor:
+        """:meth:`_sequence_path` for inference on the ``"cpu"`` backend: the whole path (norm, windows, BiMamba,
+        ConvTranspose1d, residual) runs for a few sequences at a time on the worker threads, so every intermediate
+        stays in cache and the element-wise work runs on both cores too (see ``for_each_inference_tile``)."""
+        batch, channels, rows, length = hidden.shape
+        sequences = hidden.transpose(1, 2).reshape(batch * rows, channels, length)  # one sequence per row
+        out = torch.empty_like(sequences)
+        n_windows = (length - self.emb_ks) // self.emb_hs + 1
+        weights = mamba.tile_weights()
+
+        def work(part):
+            tile = sequences[part]  # (tile, channels, length)
+            windows = norm(tile.unsqueeze(2)).squeeze(2).unfold(2, self.emb_ks, self.emb_hs)  # (tile, C, n_windows, ks)
+            tokens = windows.permute(2, 0, 1, 3).reshape(n_windows, tile.shape[0], channels * self.emb_ks)
+            features = tokens.new_empty(n_windows, tile.shape[0], 2 * tokens.shape[-1])
+            mamba.infer_tile(tokens, weights, features)
+            out[part] = linear(features.permute(1, 2, 0)) + tile
+
+        for_each_inference_tile(n_windows, batch * rows, work)
+        return out.view(batch, rows, channels, length).transpose(1, 2)
 
     def _attention(self, hidden: torch.Tensor) -> torch.Tensor:
         batch, channels, frames, freqs = hidden.shape

@@ -462,3 +462,42 @@ def test_worker_threads_run_under_the_callers_inference_mode():
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tile_tokens", [1, 27, 10_000])
+def test_cpu_inference_tiles_equal_the_autograd_path(monkeypatch, tile_tokens):
+    """Without autograd the "cpu" backend runs BidirectionalMamba tile by tile (a few whole sequences through both
+    directions, intermediates in per-thread workspaces): one sequence per tile, uneven tiles (10 = 3+3+3+1), one
+    tile. Same numbers as the autograd path, under inference mode too, and on 1 or 2 threads."""
+    import polsess_hf.models.spmamba.mamba_mixer as mamba_mixer
+
+    torch.manual_seed(0)
+    block = BidirectionalMamba(d_model=8, d_state=4, expand=2, backend="cpu")
+    for mixer in (block.forward_blocks[0].mixer, block.backward_blocks[0].mixer):
+        mixer.reset_mamba_parameters()
+        with torch.no_grad():
+            mixer.conv1d.bias.normal_()
+            mixer.D.normal_()
+    sequences = torch.randn(9, 10, 8)
+    expected = block(sequences)  # grad mode: whole-batch autograd path
+    block.set_backend("reference")
+    reference = block(sequences).detach()
+    block.set_backend("cpu")
+    monkeypatch.setattr(mamba_mixer, "_INFERENCE_TILE_TOKENS", tile_tokens)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            with torch.no_grad():
+                assert block.tiled_inference_supported(sequences)
+                tiled = block(sequences)
+            with torch.inference_mode():
+                in_inference_mode = block(sequences)
+            torch.testing.assert_close(tiled, expected.detach(), rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(in_inference_mode, tiled, rtol=0, atol=0)
+    finally:
+        torch.set_num_threads(threads)
+    assert _relative_error(tiled, reference) < TOLERANCE
+    assert not block.tiled_inference_supported(sequences)  # grad mode here
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not block.tiled_inference_supported(sequences)  # autocast is per thread: not in the tiles

@@ -196,6 +196,30 @@ def test_torch_and_cpu_backends_equal_reference_backend_on_the_whole_model():
     _assert_backends_agree(SPMambaConfig(num_blocks=2), samples=2000)
 
 
+def test_cpu_inference_path_equals_reference_backend_on_the_whole_model(monkeypatch):
+    """Inference on the "cpu" backend runs each block's whole sequence paths (norm, windows, BiMamba,
+    ConvTranspose1d, residual) tile by tile on worker threads: batch of 2 (sequences of both items in one tile),
+    small tiles, no_grad and inference_mode."""
+    torch.manual_seed(0)
+    model = SPMambaModel(SPMambaConfig(num_blocks=2, mamba_backend="reference")).eval()
+    _perturb(model, scale=0.02)
+    x = torch.randn(2, 2000)
+    with torch.no_grad():
+        expected = model(x).estimates
+    model.set_mamba_backend("cpu")
+    monkeypatch.setattr(mamba_mixer, "_INFERENCE_TILE_TOKENS", 300)  # intra: 2 frames of 126 windows per tile
+    calls = []
+    original = mamba_mixer.BidirectionalMamba.infer_tile
+    monkeypatch.setattr(mamba_mixer.BidirectionalMamba, "infer_tile", lambda *a: calls.append(1) or original(*a))
+    with torch.no_grad():
+        tiled = model(x).estimates
+    with torch.inference_mode():
+        in_inference_mode = model(x).estimates
+    assert len(calls) > 4 * 2 * 2  # many tiles per path, every path of both blocks
+    assert _relative(tiled, expected) < 1e-5
+    torch.testing.assert_close(in_inference_mode, tiled, rtol=0, atol=0)
+
+
 @pytest.mark.slow
 def test_torch_and_cpu_backends_equal_reference_backend_on_the_reduced_model():
     """All blocks of the reduced thesis model, 0.5 s (the chunked scan's chunk boundaries are crossed)."""
