@@ -98,9 +98,12 @@ def test_chunked_scan_equals_reference(regime, mode):
 
 
 @pytest.mark.parametrize("regime", sorted(DELTA_REGIMES))
-def test_native_scan_equals_reference(regime):
+@pytest.mark.parametrize("d_state", [6, 8])
+def test_native_scan_equals_reference(regime, d_state):
+    """d_state 6 runs the portable step loop, 8 the AVX2 one (four states at a time, its own exp2) where the CPU
+    has AVX2; the backward pass recomputes the states with the portable loop in both cases."""
     mean, spread = DELTA_REGIMES[regime]
-    inputs = _scan_inputs(batch=3, length=83, d_inner=16, d_state=6, delta_mean=mean, delta_spread=spread)
+    inputs = _scan_inputs(batch=3, length=83, d_inner=16, d_state=d_state, delta_mean=mean, delta_spread=spread)
     # chunk 16 leaves a partial last chunk; tile 2 leaves a partial last tile; two 8-channel blocks
     _assert_matches_reference(inputs, mode="native", chunk_size=16, batch_tile=2)
 
