@@ -215,15 +215,15 @@ def case_model(spec: dict) -> dict:
 
     runs = {backend: step(backend) for backend in spec["backends"] if backend != "thesis"}
     if "thesis" in spec["backends"]:
-        runs["thesis"] = _thesis_step(model, x, labels if spec["section"] == "train" else None)
+        runs["thesis"] = _thesis_step(model, x)
     cap = int(spec["cap_gb"] * 2**30) if spec.get("cap_gb") else None
     return _alternate(runs, spec["repeats"], cap)
 
 
-def _thesis_step(model, x, labels):
-    """The thesis network itself, side by side: ``tests/models/spmamba/thesis_spmamba_reference.py`` is the thesis
-    code with mamba_ssm's non-fused Mamba path and ``selective_scan_ref`` as the stand-in for the CUDA kernels (how
-    the issue measured the thesis figures), loaded with the same weights. Training uses the same PIT loss."""
+def _thesis_step(model, x):
+    """Inference with the thesis network itself, side by side: ``tests/models/spmamba/thesis_spmamba_reference.py``
+    is the thesis code with mamba_ssm's non-fused Mamba path and ``selective_scan_ref`` as the stand-in for the CUDA
+    kernels (how the issue measured the thesis figures), loaded with the same weights."""
     import torch
 
     sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -234,21 +234,11 @@ def _thesis_step(model, x, labels):
                            attn_n_head=config.attn_n_head, attn_approx_qk_dim=config.attn_approx_qk_dim,
                            emb_dim=config.emb_dim, emb_ks=config.emb_ks, emb_hs=config.emb_hs)  # fmt: skip
     thesis.load_state_dict(model.state_dict(), strict=True)  # the same names: no renaming
-    if labels is None:
-        thesis.eval()
-
-        def run():
-            with torch.no_grad():
-                thesis(x)
-
-        return run
-    thesis.train()
-    optimizer = torch.optim.Adam(thesis.parameters(), lr=1e-4)
+    thesis.eval()
 
     def run():
-        optimizer.zero_grad(set_to_none=True)
-        model._compute_loss(thesis(x), labels).backward()
-        optimizer.step()
+        with torch.no_grad():
+            thesis(x)
 
     return run
 

@@ -852,8 +852,7 @@ class _TileWeights:
     A2t: torch.Tensor  # A^T·log2(e), (d_state, d_inner)
     D: torch.Tensor
     out_proj: torch.Tensor
-    norm_weight: torch.Tensor
-    norm_eps: float
+    norm: "MambaRMSNorm"
 
     @classmethod
     def of(cls, block: "MambaResidualBlock") -> "_TileWeights":
@@ -864,7 +863,7 @@ class _TileWeights:
             mixer.conv1d.bias.detach().float().contiguous(), mixer.x_proj.weight.detach().float(),
             mixer.dt_proj.weight.detach().float(), mixer.dt_proj.bias.detach().float().contiguous(),
             (A.t() * _LOG2_E).contiguous(), mixer.D.detach().float().contiguous(),
-            mixer.out_proj.weight.detach().float(), block.norm.weight.detach().float(), block.norm.eps,
+            mixer.out_proj.weight.detach().float(), block.norm,
         )  # fmt: skip
 
 
@@ -886,16 +885,16 @@ def _workspace(name: str, *shape: int) -> torch.Tensor:
     return buffer[:numel].view(shape)
 
 
-def _residual_block_tile(hidden: torch.Tensor, weights: _TileWeights, d_state: int, dt_rank: int,
-                         result: str) -> torch.Tensor:  # fmt: skip
+def _residual_block_tile(hidden: torch.Tensor, weights: _TileWeights, result: str) -> torch.Tensor:
     """``hidden + Mixer(RMSNorm(hidden))`` for one tile ``(seq_len, tile, d_model)`` (contiguous), with the
     ``"cpu"`` backend's kernels called directly: the same math as :class:`MambaResidualBlock` on that backend. The
     intermediates live in this thread's workspaces; the result in workspace ``result``."""
     seq_len, tile, d_model = hidden.shape
     tokens = seq_len * tile
     rows = hidden.view(tokens, d_model)
-    normed = rows * torch.rsqrt(rows.pow(2).mean(dim=-1, keepdim=True) + weights.norm_eps) * weights.norm_weight
+    normed = weights.norm(rows)
     d_inner = weights.in_proj.shape[0] // 2
+    d_state, dt_rank = weights.A2t.shape[0], weights.dt_proj.shape[1]
     xz = torch.mm(normed, weights.in_proj.t(), out=_workspace("xz", tokens, 2 * d_inner))
     x = _workspace("x", tokens, d_inner)
     native_conv_silu_forward(xz.view(seq_len, tile, -1), 2 * d_inner, weights.conv_weight_t, weights.conv_bias,
@@ -989,7 +988,6 @@ class BidirectionalMamba(nn.Module):
         ``(seq_len, tile, 2·d_model)``, in the calling thread, every intermediate in its workspaces (no autograd;
         see :meth:`tiled_inference_supported`)."""
         seq_len, _, d_model = tile.shape
-        mixer = self.forward_blocks[0].mixer
         hidden = _workspace("hidden0", *tile.shape)
         for index, layers in enumerate(weights):
             reverse = index == 1
@@ -999,7 +997,7 @@ class BidirectionalMamba(nn.Module):
                 hidden.copy_(tile)
             result = hidden
             for depth, layer in enumerate(layers):  # ping-pong between two workspaces
-                result = _residual_block_tile(result, layer, mixer.d_state, mixer.dt_rank, f"hidden{1 - depth % 2}")
+                result = _residual_block_tile(result, layer, f"hidden{1 - depth % 2}")
             out[..., index * d_model : (index + 1) * d_model] = result.flip(0) if reverse else result
 
     def _tiled_inference(self, sequences: torch.Tensor) -> torch.Tensor:
