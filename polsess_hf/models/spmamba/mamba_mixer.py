@@ -743,11 +743,14 @@ class MambaRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
 
+    def normalize(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The norm of float32 ``hidden_states`` outside autocast (``torch.nn.functional.rms_norm``: one fused
+        kernel, the same value as x·rsqrt(mean(x²) + eps)·w)."""
+        return F.rms_norm(hidden_states, (hidden_states.shape[-1],), self.weight.float(), self.eps)
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=hidden_states.device.type, enabled=False):
-            hidden_states = hidden_states.float()
-            variance = hidden_states.pow(2).mean(dim=-1, keepdim=True)
-            return hidden_states * torch.rsqrt(variance + self.eps) * self.weight.float()
+            return self.normalize(hidden_states.float())
 
 
 class MambaMixer(nn.Module):
@@ -885,20 +888,31 @@ def _workspace(name: str, *shape: int) -> torch.Tensor:
     return buffer[:numel].view(shape)
 
 
-def _residual_block_tile(hidden: torch.Tensor, weights: _TileWeights, result: str) -> torch.Tensor:
-    """``hidden + Mixer(RMSNorm(hidden))`` for one tile ``(seq_len, tile, d_model)`` (contiguous), with the
-    ``"cpu"`` backend's kernels called directly: the same math as :class:`MambaResidualBlock` on that backend. The
-    intermediates live in this thread's workspaces; the result in workspace ``result``."""
+def _as_rows(tensor: torch.Tensor) -> torch.Tensor | None:
+    """``tensor`` ``(seq_len, tile, width)`` as a ``(seq_len·tile, width)`` view with contiguous rows at a uniform
+    stride (e.g. one direction's half of a ``(seq_len, tile, 2·width)`` buffer), or None."""
+    seq_len, tile, width = tensor.shape
+    if tensor.stride(2) != 1 or (seq_len > 1 and tensor.stride(0) != tile * tensor.stride(1)):
+        return None
+    return tensor.as_strided((seq_len * tile, width), (tensor.stride(1), 1))
+
+
+def _residual_block_tile(hidden: torch.Tensor, weights: _TileWeights, out: torch.Tensor, reverse: bool) -> None:
+    """``out = hidden + Mixer(RMSNorm(hidden))`` for one tile ``(seq_len, tile, d_model)`` (``hidden`` contiguous;
+    ``out`` may be one half of a wider buffer), with the ``"cpu"`` backend's kernels called directly: the same math
+    as :class:`MambaResidualBlock` on that backend. ``reverse``: the block applied to the time-reversed sequences,
+    written in the original order (the convolution and the scan run backwards in time; every other step is per
+    token), so the backward direction needs no flipped copies. The intermediates live in this thread's workspaces."""
     seq_len, tile, d_model = hidden.shape
     tokens = seq_len * tile
     rows = hidden.view(tokens, d_model)
-    normed = weights.norm(rows)
+    normed = weights.norm.normalize(rows)
     d_inner = weights.in_proj.shape[0] // 2
     d_state, dt_rank = weights.A2t.shape[0], weights.dt_proj.shape[1]
     xz = torch.mm(normed, weights.in_proj.t(), out=_workspace("xz", tokens, 2 * d_inner))
     x = _workspace("x", tokens, d_inner)
     native_conv_silu_forward(xz.view(seq_len, tile, -1), 2 * d_inner, weights.conv_weight_t, weights.conv_bias,
-                             x.view(seq_len, tile, d_inner), slice(0, tile))  # fmt: skip
+                             x.view(seq_len, tile, d_inner), slice(0, tile), reverse)  # fmt: skip
     width = dt_rank + 2 * d_state
     x_dbl = torch.mm(x, weights.x_proj.t(), out=_workspace("x_dbl", tokens, width))
     delta = torch.mm(x_dbl[:, :dt_rank], weights.dt_proj.t(), out=_workspace("delta", tokens, d_inner))
@@ -908,10 +922,13 @@ def _residual_block_tile(hidden: torch.Tensor, weights: _TileWeights, result: st
         x.view(seq_len, tile, d_inner), delta.view(seq_len, tile, d_inner), weights.dt_bias, weights.A2t,
         x_dbl[..., dt_rank : dt_rank + d_state], x_dbl[..., dt_rank + d_state :], width, weights.D,
         xz.view(seq_len, tile, -1)[..., d_inner:], 2 * d_inner, y.view(seq_len, tile, d_inner), None, 64,
-        slice(0, tile),
+        slice(0, tile), reverse,
     )  # fmt: skip
-    out = torch.addmm(rows, y, weights.out_proj.t(), out=_workspace(result, tokens, d_model))
-    return out.view(seq_len, tile, d_model)
+    out_rows = _as_rows(out)
+    if out_rows is not None:
+        torch.addmm(rows, y, weights.out_proj.t(), out=out_rows)
+    else:
+        out.copy_(torch.addmm(rows, y, weights.out_proj.t(), out=_workspace("block_out", tokens, d_model)).view_as(out))
 
 
 def _copy(init_module, tensor: torch.Tensor, value: torch.Tensor) -> None:
@@ -986,19 +1003,19 @@ class BidirectionalMamba(nn.Module):
     def infer_tile(self, tile: torch.Tensor, weights: list, out: torch.Tensor) -> None:
         """:meth:`forward` of one tile ``(seq_len, tile, d_model)`` (a few whole sequences) into ``out``
         ``(seq_len, tile, 2·d_model)``, in the calling thread, every intermediate in its workspaces (no autograd;
-        see :meth:`tiled_inference_supported`)."""
-        seq_len, _, d_model = tile.shape
-        hidden = _workspace("hidden0", *tile.shape)
+        see :meth:`tiled_inference_supported`). The backward direction runs its kernels backwards in time instead
+        of flipping (see :func:`_residual_block_tile`)."""
+        seq_len, batch, d_model = tile.shape
+        if not tile.is_contiguous():
+            tile = _workspace("tile", seq_len, batch, d_model).copy_(tile)
         for index, layers in enumerate(weights):
-            reverse = index == 1
-            if reverse:
-                torch.index_select(tile, 0, torch.arange(seq_len - 1, -1, -1), out=hidden)
-            else:
-                hidden.copy_(tile)
-            result = hidden
-            for depth, layer in enumerate(layers):  # ping-pong between two workspaces
-                result = _residual_block_tile(result, layer, f"hidden{1 - depth % 2}")
-            out[..., index * d_model : (index + 1) * d_model] = result.flip(0) if reverse else result
+            hidden = tile
+            for depth, layer in enumerate(layers):  # the last layer writes into out; others ping-pong
+                last = depth == len(layers) - 1
+                target = out[..., index * d_model : (index + 1) * d_model] if last else _workspace(
+                    f"hidden{depth % 2}", seq_len, batch, d_model)  # fmt: skip
+                _residual_block_tile(hidden, layer, target, reverse=index == 1)
+                hidden = target
 
     def _tiled_inference(self, sequences: torch.Tensor) -> torch.Tensor:
         """Inference on the ``"cpu"`` backend one tile of about ``_INFERENCE_TILE_TOKENS`` tokens at a time (both

@@ -97,9 +97,9 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     library.selective_scan_cpu_block_width.restype = ctypes.c_int
     # fused mixer core (see the C source): pointers, strides and sizes in declaration order
     signatures = {
-        "mamba_conv_silu_forward": "p i p p p i i i i i i",
+        "mamba_conv_silu_forward": "p i p p p i i i i i i i",
         "mamba_conv_silu_backward": "p i p p p p p p i i i i i i",
-        "mamba_scan_forward": "p p p p p p i p p i p p i i i i i i i",
+        "mamba_scan_forward": "p p p p p p i p p i p p i i i i i i i i",
         "mamba_scan_backward": "p p p p p p p i p p i p p p p p p p p p p i i i i i i i",
     }
     for name, signature in signatures.items():
@@ -166,11 +166,12 @@ def rows_stride(tensor: torch.Tensor) -> int | None:
     return stride
 
 
-def conv_silu_forward(xin, sx: int, weight_t, bias, out, rows: slice) -> None:
-    """``weight_t``: the depthwise weight transposed, ``(K, d_inner)``."""
+def conv_silu_forward(xin, sx: int, weight_t, bias, out, rows: slice, reverse: bool = False) -> None:
+    """``weight_t``: the depthwise weight transposed, ``(K, d_inner)``. ``reverse``: the causal convolution of the
+    time-reversed sequences, written in the original time order (no flip in or out)."""
     seq_len, batch, d_inner = out.shape
     load_kernel().mamba_conv_silu_forward(_ptr(xin), sx, _ptr(weight_t), _ptr(bias), _ptr(out), seq_len, batch,
-                                          d_inner, weight_t.shape[0], rows.start, rows.stop)  # fmt: skip
+                                          d_inner, weight_t.shape[0], rows.start, rows.stop, int(reverse))  # fmt: skip
 
 
 def conv_silu_backward(xin, sx: int, weight_t, bias, grad_out, grad_x, grad_wt, grad_b, rows: slice) -> None:
@@ -184,11 +185,14 @@ def conv_silu_backward(xin, sx: int, weight_t, bias, grad_out, grad_x, grad_wt, 
 
 
 def mixer_scan_forward(u, delta, dt_bias, A2t, B, C, sbc: int, D, z, sz: int, out, chunk_states, chunk_size: int,
-                       rows: slice) -> None:  # fmt: skip
+                       rows: slice, reverse: bool = False) -> None:  # fmt: skip
+    """``reverse``: scan every sequence from its last step to its first (inference only: no ``chunk_states``)."""
+    if reverse and chunk_states is not None:
+        raise ValueError("mixer_scan_forward: reverse=True is inference only; chunk_states must be None")
     seq_len, batch, d_inner = u.shape
     status = load_kernel().mamba_scan_forward(
         _ptr(u), _ptr(delta), _ptr(dt_bias), _ptr(A2t), _ptr(B), _ptr(C), sbc, _ptr(D), _ptr(z), sz, _ptr(out),
-        _ptr(chunk_states), seq_len, batch, d_inner, A2t.shape[0], chunk_size, rows.start, rows.stop,
+        _ptr(chunk_states), seq_len, batch, d_inner, A2t.shape[0], chunk_size, rows.start, rows.stop, int(reverse),
     )  # fmt: skip
     if status != 0:
         raise MemoryError("mamba_scan_forward could not allocate its state buffer")
