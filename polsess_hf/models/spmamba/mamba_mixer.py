@@ -850,7 +850,7 @@ class _TileWeights:
     conv_weight_t: torch.Tensor  # (K, d_inner)
     conv_bias: torch.Tensor
     x_proj: torch.Tensor
-    dt_proj: torch.Tensor
+    dt_proj_t: torch.Tensor  # (dt_rank, d_inner)
     dt_bias: torch.Tensor
     A2t: torch.Tensor  # A^T·log2(e), (d_state, d_inner)
     D: torch.Tensor
@@ -864,7 +864,7 @@ class _TileWeights:
         return cls(
             mixer.in_proj.weight.detach().float(), mixer.conv1d.weight.detach()[:, 0, :].float().t().contiguous(),
             mixer.conv1d.bias.detach().float().contiguous(), mixer.x_proj.weight.detach().float(),
-            mixer.dt_proj.weight.detach().float(), mixer.dt_proj.bias.detach().float().contiguous(),
+            mixer.dt_proj.weight.detach().float().t().contiguous(), mixer.dt_proj.bias.detach().float().contiguous(),
             (A.t() * _LOG2_E).contiguous(), mixer.D.detach().float().contiguous(),
             mixer.out_proj.weight.detach().float(), block.norm,
         )  # fmt: skip
@@ -908,21 +908,20 @@ def _residual_block_tile(hidden: torch.Tensor, weights: _TileWeights, out: torch
     rows = hidden.view(tokens, d_model)
     normed = weights.norm.normalize(rows)
     d_inner = weights.in_proj.shape[0] // 2
-    d_state, dt_rank = weights.A2t.shape[0], weights.dt_proj.shape[1]
+    d_state, dt_rank = weights.A2t.shape[0], weights.dt_proj_t.shape[0]
     xz = torch.mm(normed, weights.in_proj.t(), out=_workspace("xz", tokens, 2 * d_inner))
     x = _workspace("x", tokens, d_inner)
     native_conv_silu_forward(xz.view(seq_len, tile, -1), 2 * d_inner, weights.conv_weight_t, weights.conv_bias,
                              x.view(seq_len, tile, d_inner), slice(0, tile), reverse)  # fmt: skip
     width = dt_rank + 2 * d_state
     x_dbl = torch.mm(x, weights.x_proj.t(), out=_workspace("x_dbl", tokens, width))
-    delta = torch.mm(x_dbl[:, :dt_rank], weights.dt_proj.t(), out=_workspace("delta", tokens, d_inner))
     y = _workspace("y", tokens, d_inner)
     x_dbl = x_dbl.view(seq_len, tile, width)
-    native_mixer_scan_forward(
-        x.view(seq_len, tile, d_inner), delta.view(seq_len, tile, d_inner), weights.dt_bias, weights.A2t,
+    native_mixer_scan_forward(  # the Δ projection (rank dt_rank) is computed in the kernel, row by row
+        x.view(seq_len, tile, d_inner), None, weights.dt_bias, weights.A2t,
         x_dbl[..., dt_rank : dt_rank + d_state], x_dbl[..., dt_rank + d_state :], width, weights.D,
         xz.view(seq_len, tile, -1)[..., d_inner:], 2 * d_inner, y.view(seq_len, tile, d_inner), None, 64,
-        slice(0, tile), reverse,
+        slice(0, tile), reverse, dt_in=x_dbl, dt_weight_t=weights.dt_proj_t,
     )  # fmt: skip
     out_rows = _as_rows(out)
     if out_rows is not None:

@@ -99,7 +99,7 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     signatures = {
         "mamba_conv_silu_forward": "p i p p p i i i i i i i",
         "mamba_conv_silu_backward": "p i p p p p p p i i i i i i",
-        "mamba_scan_forward": "p p p p p p i p p i p p i i i i i i i i",
+        "mamba_scan_forward": "p p p p p p i p p i p p i i i i i i i i p p i",
         "mamba_scan_backward": "p p p p p p p i p p i p p p p p p p p p p i i i i i i i",
     }
     for name, signature in signatures.items():
@@ -185,14 +185,20 @@ def conv_silu_backward(xin, sx: int, weight_t, bias, grad_out, grad_x, grad_wt, 
 
 
 def mixer_scan_forward(u, delta, dt_bias, A2t, B, C, sbc: int, D, z, sz: int, out, chunk_states, chunk_size: int,
-                       rows: slice, reverse: bool = False) -> None:  # fmt: skip
-    """``reverse``: scan every sequence from its last step to its first (inference only: no ``chunk_states``)."""
+                       rows: slice, reverse: bool = False, dt_in=None, dt_weight_t=None) -> None:  # fmt: skip
+    """``reverse``: scan every sequence from its last step to its first (inference only: no ``chunk_states``).
+    ``delta=None`` with ``dt_in`` (rows at stride ``sbc``, like B and C) and ``dt_weight_t`` ``(dt_rank, d_inner)``:
+    the Δ projection ``delta = dt_in · dt_weight_t`` is computed in the kernel, row by row."""
     if reverse and chunk_states is not None:
         raise ValueError("mixer_scan_forward: reverse=True is inference only; chunk_states must be None")
+    if (delta is None) == (dt_weight_t is None) or (delta is None and dt_in is None):
+        raise ValueError("mixer_scan_forward: pass either delta, or dt_in and dt_weight_t")
     seq_len, batch, d_inner = u.shape
+    dt_rank = 0 if dt_weight_t is None else dt_weight_t.shape[0]
     status = load_kernel().mamba_scan_forward(
         _ptr(u), _ptr(delta), _ptr(dt_bias), _ptr(A2t), _ptr(B), _ptr(C), sbc, _ptr(D), _ptr(z), sz, _ptr(out),
         _ptr(chunk_states), seq_len, batch, d_inner, A2t.shape[0], chunk_size, rows.start, rows.stop, int(reverse),
+        _ptr(dt_in), _ptr(dt_weight_t), dt_rank,
     )  # fmt: skip
     if status != 0:
         raise MemoryError("mamba_scan_forward could not allocate its state buffer")

@@ -8,7 +8,8 @@
  *
  * Two kernels:
  *   mamba_conv_silu_*  x = SiLU(conv_bias + sum_k w_k * xin_{t-(K-1)+k})      causal depthwise convolution
- *   mamba_scan_*       dt = softplus(delta + dt_bias), v = dt * u
+ *   mamba_scan_*       dt = softplus(delta + dt_bias), v = dt * u   (forward: delta given, or NULL and computed
+ *                      per row from the Δ projection's input rows: delta = dt_in · dt_wt, dt_wt (dt_rank, d_inner))
  *                      s_t = exp(dt_t A) s_{t-1} + B_t v_t,  y_t = <C_t, s_t>   per channel d and state n
  *                      out = (y + D * u) * SiLU(z)                               (D and z optional: NULL)
  * Compiled on first use by polsess_hf/models/spmamba/native.py (cc, -O3 -march=native) and called through ctypes:
@@ -218,7 +219,8 @@ int mamba_conv_silu_backward(const float *xin, int64_t sx, const float *wt, cons
 int mamba_scan_forward(const float *u, const float *delta, const float *dt_bias, const float *A2t, const float *Bm,
                        const float *Cm, int64_t sbc, const float *Dskip, const float *z, int64_t sz, float *out,
                        float *chunk_states, int64_t seq_len, int64_t batch, int64_t d_inner, int64_t d_state,
-                       int64_t chunk, int64_t b0, int64_t b1, int64_t reverse) {
+                       int64_t chunk, int64_t b0, int64_t b1, int64_t reverse, const float *dt_in,
+                       const float *dt_wt, int64_t dt_rank) {
     const int64_t n_chunks = (seq_len + chunk - 1) / chunk;
     if (reverse && chunk_states) return 2;
     /* the state, then per-step rows of dt, v = dt u and the output gate SiLU(z) (or 1) for all channels */
@@ -244,13 +246,25 @@ int mamba_scan_forward(const float *u, const float *delta, const float *dt_bias,
                 __builtin_prefetch(Cm + next * sbc);
             }
             const float *Bp = Bm + row * sbc, *Cp = Cm + row * sbc, *zp = z ? z + row * sz : NULL;
-            const float *up = u + row * d_inner, *dp = delta + row * d_inner;
+            const float *up = u + row * d_inner;
             /* The per-channel work first, for the whole row: softplus and the sigmoid are long dependency chains
              * (~100 cycles each), which inside the channel-block loop stalled every block (measured: half the
              * scan's time); over a row they are independent lanes. */
+            if (delta) {
+                const float *dp = delta + row * d_inner;
+                for (int64_t d = 0; d < d_inner; ++d) dt_row[d] = dp[d];
+            } else { /* the Δ projection fused: delta = dt_in · dt_wt, rank dt_rank (the x_proj columns before B) */
+                const float *dtp = dt_in + row * sbc;
+                for (int64_t d = 0; d < d_inner; ++d) dt_row[d] = 0.0f;
+                for (int64_t r = 0; r < dt_rank; ++r) {
+                    const float x = dtp[r], *wr = dt_wt + r * d_inner;
+#pragma omp simd
+                    for (int64_t d = 0; d < d_inner; ++d) dt_row[d] += x * wr[d];
+                }
+            }
 #pragma omp simd
             for (int64_t d = 0; d < d_inner; ++d) {
-                dt_row[d] = softplus(dp[d] + dt_bias[d]);
+                dt_row[d] = softplus(dt_row[d] + dt_bias[d]);
                 v_row[d] = dt_row[d] * up[d];
             }
             if (z) {
