@@ -139,6 +139,18 @@ static inline void scan_step_block(float *s, int64_t ld, const float *a2t, int64
     }
 }
 
+/* The decays exp(dt A) of one state for one block of W channels, computed as the forward scan step computes them
+ * (the backward pass recomputes the forward's states with the same decays). */
+static inline void decay_lanes(const float *dtw, const float *a2, int64_t d_state, float *out) {
+#ifdef __AVX2__
+    if (W == 8 && d_state % 4 == 0) {
+        _mm256_storeu_ps(out, exp2_neg8(_mm256_mul_ps(_mm256_loadu_ps(dtw), _mm256_loadu_ps(a2))));
+        return;
+    }
+#endif
+    for (int w = 0; w < W; ++w) out[w] = exp2_decay(dtw[w] * a2[w]);
+}
+
 /* Causal depthwise convolution + SiLU, one whole row (all d_inner channels, contiguous) at a time: rows of xin are
  * read in order and each is reused by the K steps that need it while it is in L1. wt is the weight transposed,
  * (K, d_inner); tap K-1 multiplies the current step. */
@@ -298,11 +310,13 @@ int mamba_scan_backward(const float *u, const float *delta, const float *dt_bias
                         int64_t b1) {
     const int64_t n_chunks = (seq_len + chunk - 1) / chunk;
     const int64_t block = d_state * W;
-    float *states = (float *)aligned_alloc(32, sizeof(float) * (size_t)(2 * chunk * block + chunk * 2 * W + 64));
+    float *states = (float *)aligned_alloc(32, sizeof(float) * (size_t)(2 * chunk * block + chunk * 4 * W + 64));
     if (!states) return 1;
     float *decays = states + chunk * block;
     float *dts = decays + chunk * block; /* (chunk, W): dt per step */
     float *vs = dts + chunk * W;         /* (chunk, W): v per step */
+    float *sg_delta = vs + chunk * W;    /* (chunk, W): sigmoid(delta + bias), the softplus' derivative */
+    float *sg_z = sg_delta + chunk * W;  /* (chunk, W): sigmoid(z) */
     float carry[MAX_STATE][W] __attribute__((aligned(32)));
     float entry[MAX_STATE][W] __attribute__((aligned(32)));
     float a2[MAX_STATE][W] __attribute__((aligned(32)));
@@ -319,31 +333,40 @@ int mamba_scan_backward(const float *u, const float *delta, const float *dt_bias
                 const int64_t t0 = c * chunk, t1 = t0 + chunk < seq_len ? t0 + chunk : seq_len;
                 const float *saved = chunk_states + ((b * n_chunks + c) * d_state) * d_inner + d0;
                 for (int64_t n = 0; n < d_state; ++n) memcpy(entry[n], saved + n * d_inner, sizeof entry[n]);
+                /* The per-step lane work first, for the whole chunk: the softplus and sigmoid chains of
+                 * different steps are independent and overlap here, where inside the state loop each stalled it. */
                 for (int64_t t = t0; t < t1; ++t) {
                     const int64_t row = t * batch + b;
                     const float *up = u + row * d_inner + d0, *dp = delta + row * d_inner + d0;
-                    const float *Bp = Bm + row * sbc;
-                    const float *prev = t == t0 ? &entry[0][0] : states + (t - t0 - 1) * block;
-                    float *cur = states + (t - t0) * block, *dec = decays + (t - t0) * block;
-                    float *dtw = dts + (t - t0) * W, *vw = vs + (t - t0) * W;
+                    const float *zp = z ? z + row * sz + d0 : NULL;
+                    const int64_t i = (t - t0) * W;
 #pragma omp simd
                     for (int w = 0; w < W; ++w) {
-                        dtw[w] = softplus(dp[w] + dt_bias[d0 + w]);
-                        vw[w] = dtw[w] * up[w];
+                        const float x = dp[w] + dt_bias[d0 + w];
+                        dts[i + w] = softplus(x);
+                        vs[i + w] = dts[i + w] * up[w];
+                        sg_delta[i + w] = sigmoid(x);
                     }
+                    if (zp) {
+#pragma omp simd
+                        for (int w = 0; w < W; ++w) sg_z[i + w] = sigmoid(zp[w]);
+                    }
+                }
+                for (int64_t t = t0; t < t1; ++t) { /* the states, recomputed */
+                    const float *Bp = Bm + (t * batch + b) * sbc;
+                    const float *prev = t == t0 ? &entry[0][0] : states + (t - t0 - 1) * block;
+                    float *cur = states + (t - t0) * block, *dec = decays + (t - t0) * block;
+                    const float *dtw = dts + (t - t0) * W, *vw = vs + (t - t0) * W;
                     for (int64_t n = 0; n < d_state; ++n) {
                         const float bn = Bp[n];
+                        decay_lanes(dtw, a2[n], d_state, dec + n * W);
 #pragma omp simd
-                        for (int w = 0; w < W; ++w) {
-                            const float decay = exp2_decay(dtw[w] * a2[n][w]);
-                            dec[n * W + w] = decay;
-                            cur[n * W + w] = decay * prev[n * W + w] + bn * vw[w];
-                        }
+                        for (int w = 0; w < W; ++w) cur[n * W + w] = dec[n * W + w] * prev[n * W + w] + bn * vw[w];
                     }
                 }
                 for (int64_t t = t1 - 1; t >= t0; --t) {
                     const int64_t row = t * batch + b;
-                    const float *up = u + row * d_inner + d0, *dp = delta + row * d_inner + d0;
+                    const float *up = u + row * d_inner + d0;
                     const float *zp = z ? z + row * sz + d0 : NULL, *gop = grad_out + row * d_inner + d0;
                     const float *Bp = Bm + row * sbc, *Cp = Cm + row * sbc;
                     const float *cur = states + (t - t0) * block, *dec = decays + (t - t0) * block;
@@ -359,7 +382,7 @@ int mamba_scan_backward(const float *u, const float *delta, const float *dt_bias
                         float *gzp = grad_z + row * d_inner + d0;
 #pragma omp simd
                         for (int w = 0; w < W; ++w) {
-                            const float sg = sigmoid(zp[w]);
+                            const float sg = sg_z[(t - t0) * W + w];
                             const float full = y[w] + (Dskip ? Dskip[d0 + w] * up[w] : 0.0f);
                             gzp[w] = gop[w] * full * sg * (1.0f + zp[w] * (1.0f - sg));
                             gy[w] = gop[w] * zp[w] * sg;
@@ -396,7 +419,7 @@ int mamba_scan_backward(const float *u, const float *delta, const float *dt_bias
 #pragma omp simd
                     for (int w = 0; w < W; ++w) { /* v = dt u, dt = softplus(delta + bias) */
                         gup[w] = (Dskip ? gy[w] * Dskip[d0 + w] : 0.0f) + gv[w] * dtw[w];
-                        const float g_delta = (gdt[w] + gv[w] * up[w]) * sigmoid(dp[w] + dt_bias[d0 + w]);
+                        const float g_delta = (gdt[w] + gv[w] * up[w]) * sg_delta[(t - t0) * W + w];
                         gdp[w] = g_delta;
                         grad_bias[d0 + w] += g_delta;
                     }
