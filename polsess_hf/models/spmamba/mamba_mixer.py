@@ -48,7 +48,9 @@ Backends (``mamba_backend``):
   a few whole sequences (~``_INFERENCE_TILE_TOKENS`` tokens) go through norm, projections, both kernels and both
   directions on one worker thread, with every intermediate in a per-thread workspace that stays in cache
   (:func:`for_each_inference_tile`); as whole-batch operations the same work streamed tens of MB per operation
-  through memory (4 s of reduced-model inference: 6.7–7.8 s whole-batch vs 4.7–5.2 s tiled, 2 cores).
+  through memory (4 s of reduced-model inference: 6.7–7.8 s whole-batch vs 4.7–5.2 s tiled, 2 cores). In a tile
+  the backward direction runs the convolution and scan kernels backwards in time (no flipped copies), and the
+  rank-``dt_rank`` Δ projection is computed inside the scan kernel.
 * ``"auto"`` — on CUDA, mamba_ssm's ``selective_scan_fn`` when ``mamba_ssm`` imports (imported lazily, on first
   use on CUDA, never at package import; any failure falls back to ``"torch"`` with one warning); on CPU, ``"cpu"``
   when the kernel builds (else ``"torch"`` with one warning).
