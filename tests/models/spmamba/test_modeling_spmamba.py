@@ -220,6 +220,23 @@ def test_cpu_inference_path_equals_reference_backend_on_the_whole_model(monkeypa
     torch.testing.assert_close(in_inference_mode, tiled, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("emb_ks, emb_hs", [(4, 2), (3, 3)])
+def test_cpu_inference_path_with_window_hop_equals_reference_backend(emb_ks, emb_hs):
+    """The tiled sequence path folds the transposed convolution's windows back with a hop of ``emb_hs`` positions
+    (window w's offset k lands on position w·hs + k): equal to ``nn.ConvTranspose1d`` on the reference path."""
+    torch.manual_seed(0)
+    model = SPMambaModel(_tiny(emb_ks=emb_ks, emb_hs=emb_hs, mamba_backend="reference")).eval()
+    _perturb(model, scale=0.02)
+    x = torch.randn(2, 700)
+    with torch.no_grad():
+        expected = model(x).estimates
+        model.set_mamba_backend("cpu")
+        blocks = [model.blocks[0].intra_mamba, model.blocks[0].inter_mamba]
+        assert all(block.tiled_inference_supported(torch.zeros(1)) for block in blocks)
+        tiled = model(x).estimates
+    assert _relative(tiled, expected) < 1e-5
+
+
 @pytest.mark.slow
 def test_torch_and_cpu_backends_equal_reference_backend_on_the_reduced_model():
     """All blocks of the reduced thesis model, 0.5 s (the chunked scan's chunk boundaries are crossed)."""
