@@ -893,10 +893,9 @@ def _workspace(name: str, *shape: int) -> torch.Tensor:
 def _as_rows(tensor: torch.Tensor) -> torch.Tensor | None:
     """``tensor`` ``(seq_len, tile, width)`` as a ``(seq_len·tile, width)`` view with contiguous rows at a uniform
     stride (e.g. one direction's half of a ``(seq_len, tile, 2·width)`` buffer), or None."""
+    stride = native_rows_stride(tensor)
     seq_len, tile, width = tensor.shape
-    if tensor.stride(2) != 1 or (seq_len > 1 and tensor.stride(0) != tile * tensor.stride(1)):
-        return None
-    return tensor.as_strided((seq_len * tile, width), (tensor.stride(1), 1))
+    return None if stride is None else tensor.as_strided((seq_len * tile, width), (stride, 1))
 
 
 def _residual_block_tile(hidden: torch.Tensor, weights: _TileWeights, out: torch.Tensor, reverse: bool) -> None:

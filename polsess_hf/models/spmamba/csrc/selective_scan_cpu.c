@@ -262,10 +262,8 @@ int mamba_scan_forward(const float *u, const float *delta, const float *dt_bias,
             /* The per-channel work first, for the whole row: softplus and the sigmoid are long dependency chains
              * (~100 cycles each), which inside the channel-block loop stalled every block (measured: half the
              * scan's time); over a row they are independent lanes. */
-            if (delta) {
-                const float *dp = delta + row * d_inner;
-                for (int64_t d = 0; d < d_inner; ++d) dt_row[d] = dp[d];
-            } else { /* the Δ projection fused: delta = dt_in · dt_wt, rank dt_rank (the x_proj columns before B) */
+            const float *dp = delta ? delta + row * d_inner : dt_row;
+            if (!delta) { /* the Δ projection fused: delta = dt_in · dt_wt, rank dt_rank (the x_proj columns before B) */
                 const float *dtp = dt_in + row * sbc;
                 for (int64_t d = 0; d < d_inner; ++d) dt_row[d] = 0.0f;
                 for (int64_t r = 0; r < dt_rank; ++r) {
@@ -276,7 +274,7 @@ int mamba_scan_forward(const float *u, const float *delta, const float *dt_bias,
             }
 #pragma omp simd
             for (int64_t d = 0; d < d_inner; ++d) {
-                dt_row[d] = softplus(dt_row[d] + dt_bias[d]);
+                dt_row[d] = softplus(dp[d] + dt_bias[d]);
                 v_row[d] = dt_row[d] * up[d];
             }
             if (z) {
